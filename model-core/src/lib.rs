@@ -1,0 +1,6 @@
+//! The garment-attribute network and everything the trainer and the web page share:
+//! the ConvNeXt backbone, the attention heads, the per-category model, the taxonomy,
+//! image preprocessing, the competition score and the training losses.
+
+pub mod preprocess;
+pub mod taxonomy;

@@ -1,0 +1,3 @@
+//! The trainer: data, training, evaluation, prediction and export, behind a thin `main`.
+
+pub mod cli;
