@@ -4,3 +4,8 @@
 
 pub mod preprocess;
 pub mod taxonomy;
+pub mod convnext;
+pub mod heads;
+pub mod model;
+#[cfg(feature = "pretrained")]
+pub mod hf;

@@ -1,0 +1,75 @@
+//! The ConvNeXt block: depthwise convolution, LayerNorm, an inverted-bottleneck MLP,
+//! layer scale, and a residual connection with stochastic depth.
+
+use super::config::ConvNextConfig;
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::{activation, backend::Backend, Distribution, Tensor};
+
+/// One block. Field names follow the Hugging Face checkpoint
+/// (`dwconv`, `layernorm`, `pwconv1`, `pwconv2`, `layer_scale_parameter`).
+///
+/// The MLP runs channels-last (`[batch, height, width, channels]`), where the two
+/// pointwise convolutions are plain linear layers.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    pub dwconv: Conv2d<B>,
+    pub layernorm: LayerNorm<B>,
+    pub pwconv1: Linear<B>,
+    pub pwconv2: Linear<B>,
+    /// Per-channel scale of the residual branch, `[channels]`; absent when the
+    /// configuration disables layer scale.
+    pub layer_scale_parameter: Option<Param<Tensor<B, 1>>>,
+    /// Probability of skipping the residual branch for a sample while training.
+    pub drop_path: f64,
+}
+
+impl<B: Backend> Block<B> {
+    pub fn new(config: &ConvNextConfig, channels: usize, drop_path: f64, device: &B::Device) -> Self {
+        let k = config.kernel_size;
+        let hidden = config.mlp_ratio * channels;
+        let layer_scale_parameter = (config.layer_scale_init_value > 0.0).then(|| {
+            Param::from_tensor(Tensor::full([channels], config.layer_scale_init_value, device))
+        });
+        Self {
+            dwconv: Conv2dConfig::new([channels, channels], [k, k])
+                .with_groups(channels)
+                .with_padding(PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2))
+                .init(device),
+            layernorm: LayerNormConfig::new(channels)
+                .with_epsilon(config.norm_eps)
+                .init(device),
+            pwconv1: LinearConfig::new(channels, hidden).init(device),
+            pwconv2: LinearConfig::new(hidden, channels).init(device),
+            layer_scale_parameter,
+            drop_path,
+        }
+    }
+
+    /// `[batch, channels, height, width]` -> same shape.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let branch = self.dwconv.forward(x.clone()).permute([0, 2, 3, 1]);
+        let branch = self.layernorm.forward(branch);
+        let branch = activation::gelu(self.pwconv1.forward(branch));
+        let mut branch = self.pwconv2.forward(branch);
+        if let Some(scale) = &self.layer_scale_parameter {
+            branch = branch * scale.val().unsqueeze::<4>();
+        }
+        x + drop_path(branch.permute([0, 3, 1, 2]), self.drop_path)
+    }
+}
+
+/// Stochastic depth: while training (autodiff backend), zeroes the whole residual
+/// branch of each sample with probability `rate` and rescales the survivors by
+/// `1 / (1 - rate)` so the expected output is unchanged. The identity at inference.
+pub fn drop_path<B: Backend>(branch: Tensor<B, 4>, rate: f64) -> Tensor<B, 4> {
+    let device = branch.device();
+    if rate <= 0.0 || !B::ad_enabled(&device) {
+        return branch;
+    }
+    let keep = 1.0 - rate;
+    let batch = branch.dims()[0];
+    let mask = Tensor::<B, 4>::random([batch, 1, 1, 1], Distribution::Bernoulli(keep), &device);
+    branch * mask.div_scalar(keep)
+}
