@@ -2,5 +2,6 @@
 //! the ConvNeXt backbone, the attention heads, the per-category model, the taxonomy,
 //! image preprocessing, the competition score and the training losses.
 
+pub mod metrics;
 pub mod preprocess;
 pub mod taxonomy;
