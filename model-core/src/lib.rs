@@ -2,6 +2,8 @@
 //! the ConvNeXt backbone, the attention heads, the per-category model, the taxonomy,
 //! image preprocessing, the competition score and the training losses.
 
+pub mod loss;
+pub mod metrics;
 pub mod preprocess;
 pub mod taxonomy;
 pub mod convnext;
