@@ -17,7 +17,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::DType;
 use burn_store::{ApplyError, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore, TensorSnapshot};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use weights::Rule;
@@ -325,12 +325,27 @@ impl HfCheckpoint {
         backbone_prefix: &str,
         unused_on_purpose: &[&str],
     ) -> Result<M, HfError> {
+        // Burn names a LayerNorm's parameters `gamma`/`beta` where PyTorch says
+        // `weight`/`bias`. The renaming is done here, against the module's own parameter
+        // paths, so that Burn's report of unused tensors stays exact.
+        let own_paths: HashSet<String> = module
+            .collect(None, None, false)
+            .iter()
+            .map(TensorSnapshot::full_path)
+            .collect();
         let mut snapshots = Vec::with_capacity(self.tensors.len());
         for (key, snapshot) in &self.tensors {
             if unused_on_purpose.iter().any(|p| key.starts_with(p)) {
                 continue;
             }
-            let path = weights::to_module(key, rules, backbone_prefix);
+            let mut path = weights::to_module(key, rules, backbone_prefix);
+            if !own_paths.contains(&path) {
+                if let Some(norm_path) = weights::norm_param_name(&path) {
+                    if own_paths.contains(&norm_path) {
+                        path = norm_path;
+                    }
+                }
+            }
             snapshots.push(as_f32(snapshot, &path));
         }
         let result = module.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), false);

@@ -66,11 +66,21 @@ pub fn to_checkpoint(path: &str, rules: &[Rule], backbone_prefix: &str) -> Strin
         out = rewrite(&out, rule.module, rule.checkpoint);
     }
     if let Some(stem) = out.strip_suffix(".gamma") {
-        out = format!("{stem}.weight");
+        format!("{stem}.weight")
     } else if let Some(stem) = out.strip_suffix(".beta") {
-        out = format!("{stem}.bias");
+        format!("{stem}.bias")
+    } else {
+        out
     }
-    out
+}
+
+/// Burn's name for a LayerNorm parameter that PyTorch calls `weight` or `bias`.
+pub fn norm_param_name(path: &str) -> Option<String> {
+    if let Some(stem) = path.strip_suffix(".weight") {
+        Some(format!("{stem}.gamma"))
+    } else {
+        path.strip_suffix(".bias").map(|stem| format!("{stem}.beta"))
+    }
 }
 
 /// Replaces `from` by `to` once: anywhere if `from` starts with `.`, else only as a prefix.
