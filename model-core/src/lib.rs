@@ -2,12 +2,12 @@
 //! the ConvNeXt backbone, the attention heads, the per-category model, the taxonomy,
 //! image preprocessing, the competition score and the training losses.
 
-pub mod loss;
-pub mod metrics;
-pub mod preprocess;
-pub mod taxonomy;
 pub mod convnext;
 pub mod heads;
-pub mod model;
 #[cfg(feature = "pretrained")]
 pub mod hf;
+pub mod loss;
+pub mod metrics;
+pub mod model;
+pub mod preprocess;
+pub mod taxonomy;

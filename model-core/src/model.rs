@@ -24,13 +24,19 @@ pub struct GarmentModelConfig {
 
 impl GarmentModelConfig {
     /// A network for `category` with one head per attribute.
-    pub fn for_category(backbone: ConvNextConfig, head: HeadConfig, category: &CategorySpec) -> Self {
+    pub fn for_category(
+        backbone: ConvNextConfig,
+        head: HeadConfig,
+        category: &CategorySpec,
+    ) -> Self {
         Self::new(backbone, head, category.class_counts())
     }
 
     /// Checks the configuration, naming the part at fault.
     pub fn check(&self) -> Result<(), String> {
-        self.backbone.check().map_err(|e| format!("backbone: {e}"))?;
+        self.backbone
+            .check()
+            .map_err(|e| format!("backbone: {e}"))?;
         self.head.check().map_err(|e| format!("head: {e}"))?;
         if self.class_counts.is_empty() {
             return Err("a model needs at least one attribute head".into());
@@ -52,7 +58,8 @@ impl GarmentModelConfig {
         GarmentModel {
             backbone: self.backbone.init(device),
             feature: FeatureLayer {
-                conv: Conv2dConfig::new([self.backbone.out_channels(), self.head.head_dim], [1, 1]).init(device),
+                conv: Conv2dConfig::new([self.backbone.out_channels(), self.head.head_dim], [1, 1])
+                    .init(device),
                 dropout: DropoutConfig::new(self.feature_dropout).init(),
             },
             heads: self

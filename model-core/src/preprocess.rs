@@ -79,9 +79,15 @@ impl PreprocessConfig {
         let (w, h) = (image.width(), image.height());
         // Keep the aspect ratio, the short edge becoming `short_target`.
         let (nw, nh) = if w <= h {
-            (short_target, ((h as u64 * short_target as u64) / w as u64) as u32)
+            (
+                short_target,
+                ((h as u64 * short_target as u64) / w as u64) as u32,
+            )
         } else {
-            (((w as u64 * short_target as u64) / h as u64) as u32, short_target)
+            (
+                ((w as u64 * short_target as u64) / h as u64) as u32,
+                short_target,
+            )
         };
         let resized = imageops::resize(image, nw.max(size), nh.max(size), FilterType::CatmullRom);
         let left = (resized.width() - size) / 2;
@@ -126,7 +132,8 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
     if width as u64 * height as u64 > MAX_PIXELS {
         return Err(PreprocessError::TooLarge { width, height });
     }
-    let image = image::load_from_memory(bytes).map_err(|e| PreprocessError::Decode(e.to_string()))?;
+    let image =
+        image::load_from_memory(bytes).map_err(|e| PreprocessError::Decode(e.to_string()))?;
     Ok(image.into_rgb8())
 }
 
@@ -135,7 +142,9 @@ mod tests {
     use super::*;
 
     fn gradient(w: u32, h: u32) -> RgbImage {
-        RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, 90]))
+        RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, 90])
+        })
     }
 
     #[test]
@@ -154,7 +163,11 @@ mod tests {
             let cfg = PreprocessConfig::imagenet(size);
             for (w, h) in [(300, 200), (100, 640), (1000, 1000)] {
                 let out = cfg.resize(&gradient(w, h));
-                assert_eq!((out.width(), out.height()), (size, size), "{w}x{h} -> {size}");
+                assert_eq!(
+                    (out.width(), out.height()),
+                    (size, size),
+                    "{w}x{h} -> {size}"
+                );
             }
         }
     }
@@ -184,7 +197,10 @@ mod tests {
     #[test]
     fn bad_bytes_are_errors_not_panics() {
         let cfg = PreprocessConfig::imagenet(32);
-        assert!(matches!(cfg.preprocess_bytes(b""), Err(PreprocessError::Empty)));
+        assert!(matches!(
+            cfg.preprocess_bytes(b""),
+            Err(PreprocessError::Empty)
+        ));
         assert!(matches!(
             cfg.preprocess_bytes(b"this is a text file"),
             Err(PreprocessError::Decode(_))

@@ -19,7 +19,9 @@ const MEESHO_JSON: &str = include_str!("meesho_taxonomy.json");
 pub enum TaxonomyError {
     #[error("unknown category {name:?}; known categories: {known}")]
     UnknownCategory { name: String, known: String },
-    #[error("category {category:?} has {count} attributes; the format allows 1 to {MAX_ATTRIBUTES}")]
+    #[error(
+        "category {category:?} has {count} attributes; the format allows 1 to {MAX_ATTRIBUTES}"
+    )]
     AttributeCount { category: String, count: usize },
     #[error("category {0:?} appears twice")]
     DuplicateCategory(String),
@@ -108,7 +110,9 @@ impl Taxonomy {
                 let mut classes = HashSet::new();
                 for class in &a.classes {
                     if class.trim().is_empty() {
-                        return Err(bad("a blank class name (blank means a missing label)".into()));
+                        return Err(bad(
+                            "a blank class name (blank means a missing label)".into()
+                        ));
                     }
                     if !classes.insert(class.as_str()) {
                         return Err(bad(format!("class {class:?} appears twice")));
@@ -159,7 +163,13 @@ mod tests {
         let t = Taxonomy::meesho();
         assert_eq!(
             t.category_names(),
-            ["Men Tshirts", "Sarees", "Kurtis", "Women Tshirts", "Women Tops & Tunics"]
+            [
+                "Men Tshirts",
+                "Sarees",
+                "Kurtis",
+                "Women Tshirts",
+                "Women Tops & Tunics"
+            ]
         );
         let pairs: usize = t.categories.iter().map(|c| c.attributes.len()).sum();
         assert_eq!(pairs, 42);
@@ -198,6 +208,9 @@ mod tests {
             name: "X".into(),
             attributes: (0..11).map(|i| attr(&format!("a{i}"), &["x"])).collect(),
         }]);
-        assert!(matches!(too_many, Err(TaxonomyError::AttributeCount { count: 11, .. })));
+        assert!(matches!(
+            too_many,
+            Err(TaxonomyError::AttributeCount { count: 11, .. })
+        ));
     }
 }

@@ -20,7 +20,10 @@ fn fixture_input(checkpoint: &HfCheckpoint) -> Tensor<B, 4> {
     let bytes = std::fs::read(fixture_dir().join("input.png")).unwrap();
     let chw = pre.preprocess_bytes(&bytes).unwrap();
     let size = pre.size as usize;
-    Tensor::from_data(TensorData::new(chw, [1, 3, size, size]), &Default::default())
+    Tensor::from_data(
+        TensorData::new(chw, [1, 3, size, size]),
+        &Default::default(),
+    )
 }
 
 #[test]
@@ -57,7 +60,11 @@ fn check_parity(checkpoint: &HfCheckpoint) {
     let mean = features.iter().map(|&v| v as f64).sum::<f64>() / features.len() as f64;
     assert!((mean - expected["features_mean"].as_f64().unwrap()).abs() < TOLERANCE as f64);
 
-    let pooled: Vec<f32> = model.forward_pooled(pixels.clone()).into_data().to_vec().unwrap();
+    let pooled: Vec<f32> = model
+        .forward_pooled(pixels.clone())
+        .into_data()
+        .to_vec()
+        .unwrap();
     let diff = max_abs_diff(&pooled, &floats(&expected["pooled"]));
     assert!(diff < TOLERANCE, "pooled features differ by {diff}");
 
@@ -79,7 +86,11 @@ fn safetensors_checkpoint_matches_transformers() {
 fn pytorch_bin_checkpoint_matches_transformers() {
     // The same weights, saved by torch.save, in a directory without the safetensors file.
     let dir = scratch_dir("bin-only");
-    for name in ["config.json", "preprocessor_config.json", "pytorch_model.bin"] {
+    for name in [
+        "config.json",
+        "preprocessor_config.json",
+        "pytorch_model.bin",
+    ] {
         std::fs::copy(fixture_dir().join(name), dir.join(name)).unwrap();
     }
     let checkpoint = HfCheckpoint::open(&dir).unwrap();
@@ -99,9 +110,14 @@ fn labels_and_sizes_come_from_the_checkpoint() {
     assert_eq!(cfg.depths, [1, 1, 2, 1]);
     let expected = expected();
     // Our classifier holds exactly the parameters transformers' does.
-    let model = checkpoint.load_classifier::<B>(&Default::default()).unwrap();
+    let model = checkpoint
+        .load_classifier::<B>(&Default::default())
+        .unwrap();
     use burn::module::Module;
-    assert_eq!(model.num_params() as u64, expected["param_count"].as_u64().unwrap());
+    assert_eq!(
+        model.num_params() as u64,
+        expected["param_count"].as_u64().unwrap()
+    );
 }
 
 #[test]
@@ -119,8 +135,18 @@ fn backbone_loads_into_a_garment_model() {
     let model = checkpoint.load_backbone(config.init::<B>(&device)).unwrap();
     let reference = checkpoint.load_classifier::<B>(&device).unwrap();
     let pixels = fixture_input(&checkpoint);
-    let ours: Vec<f32> = model.backbone.forward_features(pixels.clone()).into_data().to_vec().unwrap();
-    let theirs: Vec<f32> = reference.convnext.forward_features(pixels).into_data().to_vec().unwrap();
+    let ours: Vec<f32> = model
+        .backbone
+        .forward_features(pixels.clone())
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let theirs: Vec<f32> = reference
+        .convnext
+        .forward_features(pixels)
+        .into_data()
+        .to_vec()
+        .unwrap();
     assert_eq!(ours, theirs);
     assert!(model.num_params() > reference.convnext.num_params());
 }

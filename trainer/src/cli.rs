@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "trainer", version, about = "Garment-attribute tagger: train, evaluate, predict, export")]
+#[command(
+    name = "trainer",
+    version,
+    about = "Garment-attribute tagger: train, evaluate, predict, export"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -26,11 +26,20 @@ pub struct Block<B: Backend> {
 }
 
 impl<B: Backend> Block<B> {
-    pub fn new(config: &ConvNextConfig, channels: usize, drop_path: f64, device: &B::Device) -> Self {
+    pub fn new(
+        config: &ConvNextConfig,
+        channels: usize,
+        drop_path: f64,
+        device: &B::Device,
+    ) -> Self {
         let k = config.kernel_size;
         let hidden = config.mlp_ratio * channels;
         let layer_scale_parameter = (config.layer_scale_init_value > 0.0).then(|| {
-            Param::from_tensor(Tensor::full([channels], config.layer_scale_init_value, device))
+            Param::from_tensor(Tensor::full(
+                [channels],
+                config.layer_scale_init_value,
+                device,
+            ))
         });
         Self {
             dwconv: Conv2dConfig::new([channels, channels], [k, k])

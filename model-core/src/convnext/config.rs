@@ -133,7 +133,10 @@ impl ConvNextConfig {
             return Err(format!("kernel_size {} must be odd", self.kernel_size));
         }
         if !(0.0..1.0).contains(&self.drop_path_rate) {
-            return Err(format!("drop_path_rate {} must be in [0, 1)", self.drop_path_rate));
+            return Err(format!(
+                "drop_path_rate {} must be in [0, 1)",
+                self.drop_path_rate
+            ));
         }
         Ok(())
     }

@@ -24,7 +24,9 @@ impl<B: Backend> Downsample<B> {
         device: &B::Device,
     ) -> Self {
         Self {
-            norm: LayerNormConfig::new(in_channels).with_epsilon(eps).init(device),
+            norm: LayerNormConfig::new(in_channels)
+                .with_epsilon(eps)
+                .init(device),
             conv: Conv2dConfig::new([in_channels, out_channels], [stride, stride])
                 .with_stride([stride, stride])
                 .init(device),

@@ -19,9 +19,12 @@ impl<B: Backend> Embeddings<B> {
     pub fn new(config: &ConvNextConfig, device: &B::Device) -> Self {
         let p = config.patch_size;
         Self {
-            patch_embeddings: Conv2dConfig::new([config.num_channels, config.hidden_sizes[0]], [p, p])
-                .with_stride([p, p])
-                .init(device),
+            patch_embeddings: Conv2dConfig::new(
+                [config.num_channels, config.hidden_sizes[0]],
+                [p, p],
+            )
+            .with_stride([p, p])
+            .init(device),
             layernorm: LayerNormConfig::new(config.hidden_sizes[0])
                 .with_epsilon(config.norm_eps)
                 .init(device),

@@ -52,7 +52,11 @@ impl ConvNextConfig {
 
     /// Builds the backbone with a pooled LayerNorm and a linear classifier on top, the
     /// layout of Hugging Face's `ConvNextForImageClassification`.
-    pub fn init_classifier<B: Backend>(&self, num_labels: usize, device: &B::Device) -> ConvNextClassifier<B> {
+    pub fn init_classifier<B: Backend>(
+        &self,
+        num_labels: usize,
+        device: &B::Device,
+    ) -> ConvNextClassifier<B> {
         let width = self.out_channels();
         ConvNextClassifier {
             convnext: self.init(device),
@@ -69,7 +73,10 @@ impl<B: Backend> ConvNext<B> {
     /// (for the standard stem and four stages).
     pub fn forward_features(&self, pixels: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = self.embeddings.forward(pixels);
-        self.encoder.stages.iter().fold(x, |x, stage| stage.forward(x))
+        self.encoder
+            .stages
+            .iter()
+            .fold(x, |x, stage| stage.forward(x))
     }
 }
 

@@ -14,7 +14,12 @@ pub struct Stage<B: Backend> {
 
 impl<B: Backend> Stage<B> {
     /// Stage `index` of the network described by `config`.
-    pub fn new(config: &ConvNextConfig, index: usize, drop_paths: &[f64], device: &B::Device) -> Self {
+    pub fn new(
+        config: &ConvNextConfig,
+        index: usize,
+        drop_paths: &[f64],
+        device: &B::Device,
+    ) -> Self {
         let out = config.hidden_sizes[index];
         let downsampling_layer = (index > 0).then(|| {
             Downsample::new(

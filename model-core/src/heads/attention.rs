@@ -35,7 +35,9 @@ impl<B: Backend> SpatialAttention<B> {
     /// `[batch, channels, height, width]` -> (gated features of the same shape,
     /// attention map `[batch, height, width]`).
     pub fn forward(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 3>) {
-        let scores = self.conv2.forward(activation::gelu(self.conv1.forward(x.clone())));
+        let scores = self
+            .conv2
+            .forward(activation::gelu(self.conv1.forward(x.clone())));
         if self.per_channel {
             let gate = activation::sigmoid(scores);
             let map = gate.clone().mean_dim(1).squeeze_dim::<3>(1);
@@ -69,7 +71,8 @@ impl<B: Backend> ChannelAttention<B> {
     /// `[batch, channels, height, width]` -> same shape, each channel scaled by its weight.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let pooled = crate::convnext::global_average_pool(x.clone());
-        let weights = activation::sigmoid(self.fc2.forward(activation::gelu(self.fc1.forward(pooled))));
+        let weights =
+            activation::sigmoid(self.fc2.forward(activation::gelu(self.fc1.forward(pooled))));
         x * weights.unsqueeze_dims::<4>(&[2, 3])
     }
 }

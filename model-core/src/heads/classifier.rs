@@ -25,11 +25,17 @@ impl<B: Backend> ClassifierMlp<B> {
     pub fn new(config: &HeadConfig, num_classes: usize, device: &B::Device) -> Self {
         let mut width = config.head_dim;
         let mut hidden = Vec::with_capacity(config.classifier_hidden.len());
-        for (&multiple, &dropout) in config.classifier_hidden.iter().zip(&config.classifier_dropout) {
+        for (&multiple, &dropout) in config
+            .classifier_hidden
+            .iter()
+            .zip(&config.classifier_dropout)
+        {
             let next = config.head_dim * multiple;
             hidden.push(HiddenLayer {
                 linear: LinearConfig::new(width, next).init(device),
-                norm: LayerNormConfig::new(next).with_epsilon(config.norm_eps).init(device),
+                norm: LayerNormConfig::new(next)
+                    .with_epsilon(config.norm_eps)
+                    .init(device),
                 dropout: DropoutConfig::new(dropout).init(),
             });
             width = next;
@@ -44,9 +50,9 @@ impl<B: Backend> ClassifierMlp<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = crate::convnext::global_average_pool(x);
         let x = self.hidden.iter().fold(x, |x, layer| {
-            layer
-                .dropout
-                .forward(activation::gelu(layer.norm.forward(layer.linear.forward(x))))
+            layer.dropout.forward(activation::gelu(
+                layer.norm.forward(layer.linear.forward(x)),
+            ))
         });
         self.out.forward(x)
     }

@@ -57,7 +57,10 @@ pub struct HeadConfig {
 impl HeadConfig {
     /// Checks the configuration, naming the field at fault.
     pub fn check(&self) -> Result<(), String> {
-        if self.head_dim == 0 || self.spatial_groups == 0 || self.head_dim % self.spatial_groups != 0 {
+        if self.head_dim == 0
+            || self.spatial_groups == 0
+            || self.head_dim % self.spatial_groups != 0
+        {
             return Err(format!(
                 "head_dim {} must be a positive multiple of spatial_groups {}",
                 self.head_dim, self.spatial_groups
@@ -70,7 +73,10 @@ impl HeadConfig {
             ));
         }
         if self.spatial_kernel % 2 == 0 {
-            return Err(format!("spatial_kernel {} must be odd", self.spatial_kernel));
+            return Err(format!(
+                "spatial_kernel {} must be odd",
+                self.spatial_kernel
+            ));
         }
         if self.classifier_dropout.len() != self.classifier_hidden.len() {
             return Err(format!(

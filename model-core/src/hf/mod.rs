@@ -15,7 +15,10 @@ use crate::preprocess::{PreprocessConfig, DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGE
 use burn::module::{Module, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::DType;
-use burn_store::{ApplyError, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore, TensorSnapshot};
+use burn_store::{
+    ApplyError, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+    TensorSnapshot,
+};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -37,7 +40,9 @@ pub enum HfError {
     },
     #[error("{path}: not a valid ConvNeXt config.json: {message}")]
     Config { path: PathBuf, message: String },
-    #[error("{path}: model_type is {model_type:?}, not a ConvNeXt checkpoint (expected \"convnext\")")]
+    #[error(
+        "{path}: model_type is {model_type:?}, not a ConvNeXt checkpoint (expected \"convnext\")"
+    )]
     NotConvNext { path: PathBuf, model_type: String },
     #[error("{path}: {what} is not supported")]
     Unsupported { path: PathBuf, what: String },
@@ -57,7 +62,11 @@ pub enum HfError {
     },
 }
 
-fn describe_mismatch(missing: &[String], unexpected: &[String], misshaped: &[(String, Vec<usize>, Vec<usize>)]) -> String {
+fn describe_mismatch(
+    missing: &[String],
+    unexpected: &[String],
+    misshaped: &[(String, Vec<usize>, Vec<usize>)],
+) -> String {
     fn list(items: Vec<String>) -> String {
         let shown: Vec<&str> = items.iter().take(KEYS_SHOWN).map(String::as_str).collect();
         let more = items.len().saturating_sub(KEYS_SHOWN);
@@ -76,10 +85,18 @@ fn describe_mismatch(missing: &[String], unexpected: &[String], misshaped: &[(St
         out += &format!(" {} mis-shaped key(s): {};", misshaped.len(), list(items));
     }
     if !missing.is_empty() {
-        out += &format!(" {} missing key(s): {};", missing.len(), list(missing.to_vec()));
+        out += &format!(
+            " {} missing key(s): {};",
+            missing.len(),
+            list(missing.to_vec())
+        );
     }
     if !unexpected.is_empty() {
-        out += &format!(" {} unexpected key(s): {};", unexpected.len(), list(unexpected.to_vec()));
+        out += &format!(
+            " {} unexpected key(s): {};",
+            unexpected.len(),
+            list(unexpected.to_vec())
+        );
     }
     out.trim_end_matches(';').to_string()
 }
@@ -283,7 +300,10 @@ impl HfCheckpoint {
     }
 
     /// Builds `ConvNextForImageClassification`'s network and loads every tensor into it.
-    pub fn load_classifier<B: Backend>(&self, device: &B::Device) -> Result<ConvNextClassifier<B>, HfError> {
+    pub fn load_classifier<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> Result<ConvNextClassifier<B>, HfError> {
         let labels = self.num_labels();
         if labels == 0 {
             return Err(HfError::Mismatch {
@@ -300,7 +320,10 @@ impl HfCheckpoint {
     /// Loads the checkpoint's backbone into a garment model (whose feature layer and
     /// heads keep their weights). The checkpoint's pooled LayerNorm and ImageNet
     /// classifier, if any, are not used.
-    pub fn load_backbone<B: Backend>(&self, model: GarmentModel<B>) -> Result<GarmentModel<B>, HfError> {
+    pub fn load_backbone<B: Backend>(
+        &self,
+        model: GarmentModel<B>,
+    ) -> Result<GarmentModel<B>, HfError> {
         // Only the backbone is compared against the checkpoint; the rest of the model
         // is kept aside and put back.
         let GarmentModel {
@@ -354,9 +377,11 @@ impl HfCheckpoint {
         let mut broken = Vec::new();
         for error in &result.errors {
             match error {
-                ApplyError::ShapeMismatch { path, expected, found } => {
-                    misshaped.push((name(path), expected.to_vec(), found.to_vec()))
-                }
+                ApplyError::ShapeMismatch {
+                    path,
+                    expected,
+                    found,
+                } => misshaped.push((name(path), expected.to_vec(), found.to_vec())),
                 other => broken.push(format!("{}: {other}", name(&error_path(other)))),
             }
         }
@@ -407,10 +432,16 @@ fn read_tensors(path: &Path) -> Result<BTreeMap<String, TensorSnapshot>, HfError
     let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
     let tensors = if is_safetensors {
         let mut store = SafetensorsStore::from_file(path);
-        store.get_all_snapshots().map_err(|e| bad(e.to_string()))?.clone()
+        store
+            .get_all_snapshots()
+            .map_err(|e| bad(e.to_string()))?
+            .clone()
     } else {
         let mut store = PytorchStore::from_file(path);
-        store.get_all_snapshots().map_err(|e| bad(e.to_string()))?.clone()
+        store
+            .get_all_snapshots()
+            .map_err(|e| bad(e.to_string()))?
+            .clone()
     };
     if tensors.is_empty() {
         return Err(bad("the file holds no tensors".into()));

@@ -79,7 +79,8 @@ pub fn norm_param_name(path: &str) -> Option<String> {
     if let Some(stem) = path.strip_suffix(".weight") {
         Some(format!("{stem}.gamma"))
     } else {
-        path.strip_suffix(".bias").map(|stem| format!("{stem}.beta"))
+        path.strip_suffix(".bias")
+            .map(|stem| format!("{stem}.beta"))
     }
 }
 
@@ -102,10 +103,22 @@ mod tests {
     #[test]
     fn keys_round_trip_through_the_table() {
         let cases = [
-            ("convnext.encoder.stages.2.downsampling_layer.0.weight", "encoder.stages.2.downsampling_layer.norm.weight"),
-            ("convnext.encoder.stages.1.downsampling_layer.1.bias", "encoder.stages.1.downsampling_layer.conv.bias"),
-            ("convnext.encoder.stages.0.layers.1.pwconv1.weight", "encoder.stages.0.layers.1.pwconv1.weight"),
-            ("convnext.embeddings.patch_embeddings.weight", "embeddings.patch_embeddings.weight"),
+            (
+                "convnext.encoder.stages.2.downsampling_layer.0.weight",
+                "encoder.stages.2.downsampling_layer.norm.weight",
+            ),
+            (
+                "convnext.encoder.stages.1.downsampling_layer.1.bias",
+                "encoder.stages.1.downsampling_layer.conv.bias",
+            ),
+            (
+                "convnext.encoder.stages.0.layers.1.pwconv1.weight",
+                "encoder.stages.0.layers.1.pwconv1.weight",
+            ),
+            (
+                "convnext.embeddings.patch_embeddings.weight",
+                "embeddings.patch_embeddings.weight",
+            ),
         ];
         for (hf, ours) in cases {
             let module = to_module(hf, &[], "");
@@ -121,15 +134,29 @@ mod tests {
     fn classifier_keeps_its_pooled_norm_beside_the_backbone() {
         let module = to_module("convnext.layernorm.weight", CLASSIFIER_RULES, "convnext.");
         assert_eq!(module, "layernorm.weight");
-        assert_eq!(to_module("classifier.bias", CLASSIFIER_RULES, "convnext."), "classifier.bias");
         assert_eq!(
-            to_module("convnext.encoder.stages.3.layers.0.dwconv.weight", CLASSIFIER_RULES, "convnext."),
+            to_module("classifier.bias", CLASSIFIER_RULES, "convnext."),
+            "classifier.bias"
+        );
+        assert_eq!(
+            to_module(
+                "convnext.encoder.stages.3.layers.0.dwconv.weight",
+                CLASSIFIER_RULES,
+                "convnext."
+            ),
             "convnext.encoder.stages.3.layers.0.dwconv.weight"
         );
-        assert_eq!(to_checkpoint("layernorm.gamma", CLASSIFIER_RULES, "convnext."), "convnext.layernorm.weight");
+        assert_eq!(
+            to_checkpoint("layernorm.gamma", CLASSIFIER_RULES, "convnext."),
+            "convnext.layernorm.weight"
+        );
         // A LayerNorm deeper in the backbone is not the pooled one.
         assert_eq!(
-            to_checkpoint("convnext.embeddings.layernorm.beta", CLASSIFIER_RULES, "convnext."),
+            to_checkpoint(
+                "convnext.embeddings.layernorm.beta",
+                CLASSIFIER_RULES,
+                "convnext."
+            ),
             "convnext.embeddings.layernorm.bias"
         );
     }

@@ -9,7 +9,8 @@ pub fn fixture_dir() -> PathBuf {
 }
 
 pub fn expected() -> serde_json::Value {
-    let text = std::fs::read_to_string(fixture_dir().join("expected.json")).expect("fixture expected.json");
+    let text = std::fs::read_to_string(fixture_dir().join("expected.json"))
+        .expect("fixture expected.json");
     serde_json::from_str(&text).expect("expected.json is JSON")
 }
 
@@ -33,5 +34,8 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 /// Largest absolute difference between two equally long slices.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
