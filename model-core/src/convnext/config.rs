@@ -129,7 +129,7 @@ impl ConvNextConfig {
         if self.hidden_sizes.contains(&0) || self.patch_size == 0 || self.kernel_size == 0 {
             return Err("hidden_sizes, patch_size and kernel_size must be positive".into());
         }
-        if self.kernel_size % 2 == 0 {
+        if self.kernel_size.is_multiple_of(2) {
             return Err(format!("kernel_size {} must be odd", self.kernel_size));
         }
         if !(0.0..1.0).contains(&self.drop_path_rate) {

@@ -59,7 +59,7 @@ impl HeadConfig {
     pub fn check(&self) -> Result<(), String> {
         if self.head_dim == 0
             || self.spatial_groups == 0
-            || self.head_dim % self.spatial_groups != 0
+            || !self.head_dim.is_multiple_of(self.spatial_groups)
         {
             return Err(format!(
                 "head_dim {} must be a positive multiple of spatial_groups {}",
@@ -72,7 +72,7 @@ impl HeadConfig {
                 self.channel_reduction, self.head_dim
             ));
         }
-        if self.spatial_kernel % 2 == 0 {
+        if self.spatial_kernel.is_multiple_of(2) {
             return Err(format!(
                 "spatial_kernel {} must be odd",
                 self.spatial_kernel

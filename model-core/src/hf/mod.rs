@@ -12,7 +12,7 @@ pub mod weights;
 use crate::convnext::{ConvNextClassifier, ConvNextConfig};
 use crate::model::GarmentModel;
 use crate::preprocess::{PreprocessConfig, DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD};
-use burn::module::{Module, ParamId};
+use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::DType;
 use burn_store::{
@@ -33,7 +33,7 @@ const KEYS_SHOWN: usize = 8;
 /// A checkpoint that cannot be loaded, naming the file and keys at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum HfError {
-    #[error("{path}: {source}")]
+    #[error("{path}: cannot read")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -465,6 +465,6 @@ fn as_f32(snapshot: &TensorSnapshot, path: &str) -> TensorSnapshot {
         snapshot.shape.clone(),
         path.split('.').map(str::to_string).collect(),
         snapshot.container_stack.clone().unwrap_or_default(),
-        snapshot.tensor_id.unwrap_or_else(ParamId::new),
+        snapshot.tensor_id.unwrap_or_default(),
     )
 }
