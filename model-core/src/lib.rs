@@ -3,11 +3,14 @@
 //! image preprocessing, the competition score and the training losses.
 
 pub mod convnext;
+pub mod export;
 pub mod heads;
 #[cfg(feature = "pretrained")]
 pub mod hf;
 pub mod loss;
 pub mod metrics;
 pub mod model;
+pub mod predict;
 pub mod preprocess;
+pub mod store;
 pub mod taxonomy;

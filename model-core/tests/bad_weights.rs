@@ -37,7 +37,7 @@ fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut BTreeMap<String, (Vec<usiz
             )
         })
         .collect();
-    safetensors::serialize_to_file(views, &None, &dir.join("model.safetensors")).unwrap();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
 }
 
 fn load_error(dir: &Path) -> HfError {
@@ -60,7 +60,7 @@ fn missing_key_is_named() {
     let err = load_error(&dir);
     let msg = err.to_string();
     assert!(
-        matches!(&err, HfError::Mismatch { missing, .. } if missing == &[key.to_string()]),
+        matches!(&err, HfError::Mismatch { mismatch, .. } if mismatch.missing == [key.to_string()]),
         "{msg}"
     );
     assert!(
@@ -93,8 +93,9 @@ fn unexpected_key_is_named() {
     });
     let err = load_error(&dir);
     assert!(
-        matches!(&err, HfError::Mismatch { unexpected, missing, .. }
-            if unexpected == &["convnext.encoder.stages.9.extra.weight".to_string()] && missing.is_empty()),
+        matches!(&err, HfError::Mismatch { mismatch, .. }
+            if mismatch.unexpected == ["convnext.encoder.stages.9.extra.weight".to_string()]
+                && mismatch.missing.is_empty()),
         "{err}"
     );
 }
@@ -114,10 +115,11 @@ fn config_widths_that_disagree_with_the_tensors() {
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let err = load_error(&dir);
     let msg = err.to_string();
-    let HfError::Mismatch { misshaped, .. } = &err else {
+    let HfError::Mismatch { mismatch, .. } = &err else {
         panic!("expected a shape mismatch, got {msg}");
     };
-    let (key, want, got) = misshaped
+    let (key, want, got) = mismatch
+        .misshaped
         .iter()
         .find(|(k, _, _)| k == "convnext.encoder.stages.3.downsampling_layer.1.weight")
         .unwrap_or_else(|| panic!("{msg}"));
@@ -180,14 +182,10 @@ fn a_checkpoint_of_another_architecture() {
         t.insert("classifier.bias".into(), (vec![7], vec![0; 28]));
     });
     let err = load_error(&dir);
-    let HfError::Mismatch {
-        missing,
-        unexpected,
-        ..
-    } = &err
-    else {
+    let HfError::Mismatch { mismatch, .. } = &err else {
         panic!("expected a key mismatch, got {err}");
     };
+    let (missing, unexpected) = (&mismatch.missing, &mismatch.unexpected);
     assert!(
         missing.contains(&"convnext.embeddings.patch_embeddings.weight".to_string()),
         "{err}"

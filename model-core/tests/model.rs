@@ -212,3 +212,48 @@ fn men_tshirts_base_model_size() {
         "within 1% of the reference"
     );
 }
+
+#[test]
+fn exported_weights_load_back_in_f32_and_f16() {
+    use model_core::store::{load_safetensors, write_safetensors, LoadError, Precision};
+    let device = Default::default();
+    let config = tiny_model_config(vec![3, 2]);
+    let model = config.init::<B>(&device);
+    let x = Tensor::<B, 4>::random([1, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
+    let want: Vec<f32> = model.forward(x.clone()).logits[0]
+        .clone()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    for (precision, tolerance) in [(Precision::F32, 0.0), (Precision::F16, 5e-2)] {
+        let bytes = write_safetensors(&model, precision).unwrap();
+        let values = model.num_params() * precision.bytes_per_value();
+        assert!(
+            bytes.len() >= values && bytes.len() < values + 64 * 1024,
+            "{precision:?}"
+        );
+        let loaded = load_safetensors(config.init::<B>(&device), bytes).unwrap();
+        let got: Vec<f32> = loaded.forward(x.clone()).logits[0]
+            .clone()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff <= tolerance, "{precision:?}: {diff}");
+    }
+    // Weights of another shape, and bytes that are no safetensors file, are errors.
+    let other = tiny_model_config(vec![4, 2]).init::<B>(&device);
+    let bytes = write_safetensors(&other, Precision::F32).unwrap();
+    let err = load_safetensors(config.init::<B>(&device), bytes).unwrap_err();
+    assert!(
+        matches!(&err, LoadError::Mismatch(m) if m.misshaped.len() == 2),
+        "{err}"
+    );
+    assert!(err.to_string().contains("heads.0.classifier.out"), "{err}");
+    let err = load_safetensors(config.init::<B>(&device), b"garbage".to_vec()).unwrap_err();
+    assert!(matches!(err, LoadError::File(_)), "{err}");
+}

@@ -12,23 +12,17 @@ pub mod weights;
 use crate::convnext::{ConvNextClassifier, ConvNextConfig};
 use crate::model::GarmentModel;
 use crate::preprocess::{PreprocessConfig, DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD};
+use crate::store::{apply_strict, LoadMismatch};
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::DType;
-use burn_store::{
-    ApplyError, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
-    TensorSnapshot,
-};
+use burn_store::{ModuleSnapshot, ModuleStore, PytorchStore, SafetensorsStore, TensorSnapshot};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use weights::Rule;
 
 /// The weight files looked for in a checkpoint directory, in order of preference.
 pub const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
-/// How many keys an error lists before summarising the rest as a count.
-const KEYS_SHOWN: usize = 8;
 
 /// A checkpoint that cannot be loaded, naming the file and keys at fault.
 #[derive(Debug, thiserror::Error)]
@@ -50,55 +44,11 @@ pub enum HfError {
     NoWeights { dir: PathBuf },
     #[error("{path}: cannot read the weights: {message}")]
     Weights { path: PathBuf, message: String },
-    #[error("{path} does not fit the network described by config.json:{}", describe_mismatch(.missing, .unexpected, .misshaped))]
+    #[error("{path} does not fit the network described by config.json: {mismatch}")]
     Mismatch {
         path: PathBuf,
-        /// Parameters of the network that the checkpoint lacks.
-        missing: Vec<String>,
-        /// Checkpoint tensors that match no parameter.
-        unexpected: Vec<String>,
-        /// `(key, expected shape, found shape)`.
-        misshaped: Vec<(String, Vec<usize>, Vec<usize>)>,
+        mismatch: LoadMismatch,
     },
-}
-
-fn describe_mismatch(
-    missing: &[String],
-    unexpected: &[String],
-    misshaped: &[(String, Vec<usize>, Vec<usize>)],
-) -> String {
-    fn list(items: Vec<String>) -> String {
-        let shown: Vec<&str> = items.iter().take(KEYS_SHOWN).map(String::as_str).collect();
-        let more = items.len().saturating_sub(KEYS_SHOWN);
-        if more > 0 {
-            format!("{} (and {more} more)", shown.join(", "))
-        } else {
-            shown.join(", ")
-        }
-    }
-    let mut out = String::new();
-    if !misshaped.is_empty() {
-        let items = misshaped
-            .iter()
-            .map(|(k, want, got)| format!("{k} (network expects {want:?}, checkpoint has {got:?})"))
-            .collect();
-        out += &format!(" {} mis-shaped key(s): {};", misshaped.len(), list(items));
-    }
-    if !missing.is_empty() {
-        out += &format!(
-            " {} missing key(s): {};",
-            missing.len(),
-            list(missing.to_vec())
-        );
-    }
-    if !unexpected.is_empty() {
-        out += &format!(
-            " {} unexpected key(s): {};",
-            unexpected.len(),
-            list(unexpected.to_vec())
-        );
-    }
-    out.trim_end_matches(';').to_string()
 }
 
 fn default_num_channels() -> usize {
@@ -308,9 +258,10 @@ impl HfCheckpoint {
         if labels == 0 {
             return Err(HfError::Mismatch {
                 path: self.weights_path.clone(),
-                missing: vec!["classifier.weight".into(), "classifier.bias".into()],
-                unexpected: vec![],
-                misshaped: vec![],
+                mismatch: LoadMismatch {
+                    missing: vec!["classifier.weight".into(), "classifier.bias".into()],
+                    ..Default::default()
+                },
             });
         }
         let model = self.backbone_config().init_classifier(labels, device);
@@ -339,78 +290,40 @@ impl HfCheckpoint {
         })
     }
 
-    /// Renames the checkpoint's tensors with `rules`, applies them to `module`, and
-    /// fails unless every parameter was filled and every tensor used.
+    /// Renames the checkpoint's tensors with `rules` and loads them into `module`,
+    /// strictly (see [`crate::store::apply_strict`]).
     fn load_into<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
         &self,
-        mut module: M,
+        module: M,
         rules: &[Rule],
         backbone_prefix: &str,
         unused_on_purpose: &[&str],
     ) -> Result<M, HfError> {
-        // Burn names a LayerNorm's parameters `gamma`/`beta` where PyTorch says
-        // `weight`/`bias`. The renaming is done here, against the module's own parameter
-        // paths, so that Burn's report of unused tensors stays exact.
-        let own_paths: HashSet<String> = module
-            .collect(None, None, false)
+        let tensors = self
+            .tensors
             .iter()
-            .map(TensorSnapshot::full_path)
+            .filter(|(key, _)| !unused_on_purpose.iter().any(|p| key.starts_with(p)))
+            .map(|(key, snapshot)| {
+                (
+                    weights::to_module(key, rules, backbone_prefix),
+                    snapshot.clone(),
+                )
+            })
             .collect();
-        let mut snapshots = Vec::with_capacity(self.tensors.len());
-        for (key, snapshot) in &self.tensors {
-            if unused_on_purpose.iter().any(|p| key.starts_with(p)) {
-                continue;
-            }
-            let mut path = weights::to_module(key, rules, backbone_prefix);
-            if !own_paths.contains(&path) {
-                if let Some(norm_path) = weights::norm_param_name(&path) {
-                    if own_paths.contains(&norm_path) {
-                        path = norm_path;
-                    }
+        let name = |path: &str| weights::to_checkpoint(path, rules, backbone_prefix);
+        apply_strict(module, tensors, true, name).map_err(|mismatch| {
+            if mismatch.unreadable.is_empty() {
+                HfError::Mismatch {
+                    path: self.weights_path.clone(),
+                    mismatch,
+                }
+            } else {
+                HfError::Weights {
+                    path: self.weights_path.clone(),
+                    message: mismatch.to_string(),
                 }
             }
-            snapshots.push(as_f32(snapshot, &path));
-        }
-        let result = module.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), false);
-        let name = |path: &str| weights::to_checkpoint(path, rules, backbone_prefix);
-        let mut misshaped = Vec::new();
-        let mut broken = Vec::new();
-        for error in &result.errors {
-            match error {
-                ApplyError::ShapeMismatch {
-                    path,
-                    expected,
-                    found,
-                } => misshaped.push((name(path), expected.to_vec(), found.to_vec())),
-                other => broken.push(format!("{}: {other}", name(&error_path(other)))),
-            }
-        }
-        if !broken.is_empty() {
-            return Err(HfError::Weights {
-                path: self.weights_path.clone(),
-                message: broken.join("; "),
-            });
-        }
-        let missing: Vec<String> = result.missing.iter().map(|(p, _)| name(p)).collect();
-        let unexpected: Vec<String> = result.unused.iter().map(|p| name(p)).collect();
-        if !misshaped.is_empty() || !missing.is_empty() || !unexpected.is_empty() {
-            return Err(HfError::Mismatch {
-                path: self.weights_path.clone(),
-                missing,
-                unexpected,
-                misshaped,
-            });
-        }
-        Ok(module)
-    }
-}
-
-fn error_path(error: &ApplyError) -> String {
-    match error {
-        ApplyError::ShapeMismatch { path, .. }
-        | ApplyError::DTypeMismatch { path, .. }
-        | ApplyError::AdapterError { path, .. }
-        | ApplyError::LoadError { path, .. } => path.clone(),
+        })
     }
 }
 
@@ -447,24 +360,4 @@ fn read_tensors(path: &Path) -> Result<BTreeMap<String, TensorSnapshot>, HfError
         return Err(bad("the file holds no tensors".into()));
     }
     Ok(tensors)
-}
-
-/// The same tensor under a new path, converted to f32 when it was stored otherwise
-/// (checkpoints are often saved in f16 or bf16).
-fn as_f32(snapshot: &TensorSnapshot, path: &str) -> TensorSnapshot {
-    let data = snapshot.clone_data_fn();
-    let stored = snapshot.dtype;
-    let data_fn: Rc<dyn Fn() -> _> = if stored == DType::F32 {
-        data
-    } else {
-        Rc::new(move || data().map(|d| d.convert::<f32>()))
-    };
-    TensorSnapshot::from_closure(
-        data_fn,
-        DType::F32,
-        snapshot.shape.clone(),
-        path.split('.').map(str::to_string).collect(),
-        snapshot.container_stack.clone().unwrap_or_default(),
-        snapshot.tensor_id.unwrap_or_default(),
-    )
 }

@@ -74,16 +74,6 @@ pub fn to_checkpoint(path: &str, rules: &[Rule], backbone_prefix: &str) -> Strin
     }
 }
 
-/// Burn's name for a LayerNorm parameter that PyTorch calls `weight` or `bias`.
-pub fn norm_param_name(path: &str) -> Option<String> {
-    if let Some(stem) = path.strip_suffix(".weight") {
-        Some(format!("{stem}.gamma"))
-    } else {
-        path.strip_suffix(".bias")
-            .map(|stem| format!("{stem}.beta"))
-    }
-}
-
 /// Replaces `from` by `to` once: anywhere if `from` starts with `.`, else only as a prefix.
 fn rewrite(key: &str, from: &str, to: &str) -> String {
     if from.starts_with('.') {
