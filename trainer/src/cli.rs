@@ -1,21 +1,172 @@
 //! Command-line interface: one subcommand per job.
 
-use clap::{Parser, Subcommand};
+use crate::device::DeviceChoice;
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use model_core::store::Precision;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "trainer",
     version,
-    about = "Garment-attribute tagger: train, evaluate, predict, export"
+    about = "Garment-attribute tagger: train, evaluate, predict, export",
+    long_about = "Garment-attribute tagger: train, evaluate, predict, export.\n\n\
+        With no subcommand, runs the embedded default job: makes a synthetic data set in \
+        work/default-data, trains a small model on the best device found, prints the \
+        evaluation table and exports the models to static/models for the web page."
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PrecisionArg {
+    F16,
+    F32,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::F16 => Precision::F16,
+            PrecisionArg::F32 => Precision::F32,
+        }
+    }
+}
+
+/// `trainer train` options. Unset options take the reference design's values when
+/// `--pretrained` is given, and small from-scratch values otherwise.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Data set directory in the Meesho layout.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Run directory: checkpoints, logs, curves and the trained models.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Backbone preset: atto, femto, pico, nano, tiny, small, base, large, xlarge
+    /// [default: base with --pretrained (taken from the checkpoint), atto without].
+    #[arg(long)]
+    pub backbone: Option<String>,
+    /// Hugging Face ConvNeXt checkpoint directory to start the backbone from.
+    #[arg(long)]
+    pub pretrained: Option<PathBuf>,
+    /// Network input side in pixels [default: 512 with --pretrained, 128 without].
+    #[arg(long)]
+    pub image_size: Option<u32>,
+    /// Images per step [default: 4 with --pretrained, 32 without].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Epochs of phase one (whole network, fully labelled rows) [default: 10].
+    #[arg(long)]
+    pub phase1_epochs: Option<usize>,
+    /// Epochs of each phase-two round (heads only, every labelled row) [default: 3].
+    #[arg(long)]
+    pub phase2_epochs: Option<usize>,
+    /// Rounds of phase two [default: 1].
+    #[arg(long)]
+    pub phase2_rounds: Option<usize>,
+    /// Initial learning rate of AdamW [default: 1e-4 with --pretrained, 2e-3 without].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Weight of the MMD domain-adaptation term in phase one [default: 0.1].
+    #[arg(long)]
+    pub mmd_weight: Option<f64>,
+    /// Width of the feature layer and attribute heads [default: 512 with --pretrained, 64 without].
+    #[arg(long)]
+    pub head_dim: Option<usize>,
+    /// Where to train: auto tries CUDA, then a hardware wgpu adapter, then the CPU.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Comma-separated categories to train [default: all in the data set].
+    #[arg(long)]
+    pub categories: Option<String>,
+    /// Seed of everything random (split, order, augmentation, initialisation).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Continue the run in --out from its last finished epoch.
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bars (one line per epoch still).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Train one model per category in two phases (see --help for the defaults).
+    Train(Box<TrainArgs>),
+    /// Validation scores of a run: micro and macro F1 and their harmonic mean per
+    /// attribute, category and overall scores.
+    Evaluate {
+        #[arg(long)]
+        run: PathBuf,
+        /// Data set directory [default: the one the run was trained on].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Print {"score","categories":[{"name","score","attributes":[...]}]}.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+    },
+    /// Label photos (`--category NAME IMAGE...`) or write a submission for a data set's
+    /// test.csv (`--data DIR --out submission.csv`).
+    Predict {
+        #[arg(long)]
+        run: PathBuf,
+        /// Category of the photos given as arguments.
+        #[arg(long)]
+        category: Option<String>,
+        /// Photos to label (with --category).
+        images: Vec<PathBuf>,
+        /// Data set whose test.csv is predicted (with --out).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Submission file to write (with --data).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print {"predictions":[{"image","category","attributes":[...]}]}.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+    },
+    /// Export a run's models for the web page: manifest.json plus one weight file per
+    /// category.
+    ExportWeb {
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long, default_value = "static/models")]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = PrecisionArg::F16)]
+        precision: PrecisionArg,
+    },
+    /// Throughput of the network (inference, or training steps with --train) and peak
+    /// memory, on random inputs.
+    Bench {
+        #[arg(long, default_value = "base")]
+        backbone: String,
+        #[arg(long, default_value_t = 224)]
+        image_size: u32,
+        #[arg(long, default_value_t = 1)]
+        batch_size: usize,
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+        /// Time whole training steps (forward, backward, AdamW) instead of inference.
+        #[arg(long)]
+        train: bool,
+        /// Width of the attribute heads.
+        #[arg(long, default_value_t = 512)]
+        head_dim: usize,
+        /// Seconds to time, at least.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Classify photos with a Hugging Face ConvNeXt image classifier (a checkpoint
     /// directory with config.json and model.safetensors or pytorch_model.bin), to check
     /// imported weights on real photos.
@@ -34,11 +185,78 @@ pub enum Command {
     },
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        None => {
-            println!("The embedded default job (synthetic data, training, export) is still to come; see README.md.");
+        None => crate::default_job::run(),
+        Some(Command::Train(args)) => {
+            let (config, device, resume, quiet, out) = crate::default_job::train_config(*args)?;
+            crate::run::train_run(config, &out, device, resume, quiet).map(|_| ())
+        }
+        Some(Command::Evaluate {
+            run,
+            data,
+            json,
+            device,
+        }) => crate::run::evaluate(&run, data.as_deref(), json, device).map(|_| ()),
+        Some(Command::Predict {
+            run,
+            category,
+            images,
+            data,
+            out,
+            json,
+            device,
+        }) => match (category, data, out) {
+            (Some(category), None, None) => {
+                if images.is_empty() {
+                    bail!("--category needs at least one IMAGE");
+                }
+                crate::predict::predict_images(&run, &category, &images, json, device).map(|_| ())
+            }
+            (None, Some(data), Some(out)) => {
+                if !images.is_empty() {
+                    bail!("images are not taken with --data; use --category NAME IMAGE...");
+                }
+                crate::predict::predict_submission(&run, &data, &out, device)
+            }
+            _ => bail!("use either --category NAME IMAGE... or --data DIR --out submission.csv"),
+        },
+        Some(Command::ExportWeb {
+            run,
+            out,
+            precision,
+        }) => {
+            let manifest = crate::run::export_web(&run, &out, precision.into())?;
+            let total: u64 = manifest.categories.iter().map(|c| c.bytes).sum();
+            println!(
+                "exported {} categories ({:.1} MiB of weights) to {}",
+                manifest.categories.len(),
+                total as f64 / (1024.0 * 1024.0),
+                out.display()
+            );
             Ok(())
+        }
+        Some(Command::Bench {
+            backbone,
+            image_size,
+            batch_size,
+            device,
+            train,
+            head_dim,
+            seconds,
+            json,
+        }) => {
+            let config = crate::bench_model::BenchConfig {
+                backbone,
+                image_size,
+                batch_size,
+                train,
+                head_dim,
+                warmup: 2,
+                min_time: std::time::Duration::from_secs_f64(seconds.max(0.0)),
+                min_iterations: 3,
+            };
+            crate::bench_model::bench(&config, device, json).map(|_| ())
         }
         Some(Command::ClassifyHf {
             hf_dir,

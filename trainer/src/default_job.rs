@@ -1,0 +1,172 @@
+//! `trainer` with no arguments: the whole pipeline on the embedded synthetic data, sized
+//! to finish in minutes on a laptop CPU; and the resolution of `trainer train`'s
+//! defaults.
+
+use crate::augment::AugmentConfig;
+use crate::cli::TrainArgs;
+use crate::device::DeviceChoice;
+use crate::synth::{generate, SynthConfig};
+use crate::train::config::TrainConfig;
+use crate::train::plateau::PlateauConfig;
+use anyhow::{bail, Context, Result};
+use model_core::convnext::ConvNextConfig;
+use model_core::heads::HeadConfig;
+use model_core::loss::MmdConfig;
+use model_core::store::Precision;
+use model_core::taxonomy::Taxonomy;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Where the default job keeps its data and run (relative to the working directory).
+pub const DEFAULT_DATA: &str = "work/default-data";
+pub const DEFAULT_RUN: &str = "work/default-run";
+/// Where the page looks for its models.
+pub const WEB_MODELS: &str = "static/models";
+
+/// The synthetic data set of the default job.
+pub fn default_synth() -> SynthConfig {
+    SynthConfig {
+        train_per_category: 400,
+        test_per_category: 100,
+        size: 64,
+        seed: 7,
+        progress: true,
+        contact_sheet: None,
+    }
+}
+
+/// The small from-scratch network of the default job (and of `trainer train` without
+/// `--pretrained`): a two-block-per-stage ConvNeXt narrower than atto.
+pub fn small_backbone() -> ConvNextConfig {
+    ConvNextConfig::new(vec![1, 1, 2, 1], vec![24, 48, 96, 192])
+}
+
+/// Resolves `trainer train`'s options: the reference design's values when `--pretrained`
+/// is given, small from-scratch values otherwise.
+pub fn train_config(args: TrainArgs) -> Result<(TrainConfig, DeviceChoice, bool, bool, PathBuf)> {
+    let pretrained = args.pretrained.is_some();
+    let data = match (&args.data, args.resume) {
+        (Some(d), _) => d.clone(),
+        (None, true) => PathBuf::new(),
+        (None, false) => bail!("--data DIR is required (the data set to train on)"),
+    };
+    let (backbone_name, backbone) = match (&args.pretrained, &args.backbone) {
+        (Some(dir), requested) => {
+            let checkpoint = model_core::hf::HfCheckpoint::open(dir)?;
+            let cfg = checkpoint.backbone_config();
+            if let Some(name) = requested {
+                let preset = ConvNextConfig::preset(name).with_context(|| format!("--backbone {name:?}: unknown preset"))?;
+                if preset.hidden_sizes != cfg.hidden_sizes || preset.depths != cfg.depths {
+                    bail!("--backbone {name} disagrees with the checkpoint in {} (hidden_sizes {:?}, depths {:?})", dir.display(), cfg.hidden_sizes, cfg.depths);
+                }
+            }
+            ("hf".to_string(), cfg.with_drop_path_rate(0.1))
+        }
+        (None, Some(name)) => (
+            name.clone(),
+            ConvNextConfig::preset(name)
+                .with_context(|| format!("--backbone {name:?}: unknown preset (atto, femto, pico, nano, tiny, small, base, large, xlarge)"))?,
+        ),
+        (None, None) => ("atto".to_string(), ConvNextConfig::atto()),
+    };
+    let categories = match &args.categories {
+        Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        None => Taxonomy::meesho().category_names().iter().map(|s| s.to_string()).collect(),
+    };
+    let config = TrainConfig {
+        data,
+        backbone_name,
+        backbone,
+        pretrained: args.pretrained.clone(),
+        head: HeadConfig::new().with_head_dim(args.head_dim.unwrap_or(if pretrained { 512 } else { 64 })),
+        image_size: args.image_size.unwrap_or(if pretrained { 512 } else { 128 }),
+        batch_size: args.batch_size.unwrap_or(if pretrained { 4 } else { 32 }),
+        phase1_epochs: args.phase1_epochs.unwrap_or(10),
+        phase2_epochs: args.phase2_epochs.unwrap_or(3),
+        phase2_rounds: args.phase2_rounds.unwrap_or(1),
+        lr: args.lr.unwrap_or(if pretrained { 1e-4 } else { 2e-3 }),
+        weight_decay: 0.05,
+        grad_clip: 1.0,
+        mmd_weight: args.mmd_weight.unwrap_or(0.1),
+        mmd: MmdConfig::default(),
+        plateau: PlateauConfig::default(),
+        augment: AugmentConfig::default(),
+        categories,
+        seed: args.seed,
+        val_fraction: 0.1,
+    };
+    check(&config)?;
+    Ok((config, args.device, args.resume, args.quiet, args.out))
+}
+
+fn check(config: &TrainConfig) -> Result<()> {
+    if config.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    if config.image_size < 32 || config.image_size % 32 != 0 {
+        bail!("--image-size {} must be a multiple of 32, at least 32", config.image_size);
+    }
+    if !(config.lr > 0.0 && config.lr.is_finite()) {
+        bail!("--lr {} must be positive", config.lr);
+    }
+    if config.mmd_weight < 0.0 {
+        bail!("--mmd-weight must not be negative");
+    }
+    config.head.check().map_err(|e| anyhow::anyhow!("--head-dim: {e}"))?;
+    Ok(())
+}
+
+/// The default job: synthetic data, training, evaluation table, export for the page.
+pub fn run() -> Result<()> {
+    let started = Instant::now();
+    let data = PathBuf::from(DEFAULT_DATA);
+    let synth = default_synth();
+    if data.join("train.csv").exists() {
+        println!("using the synthetic data set in {DEFAULT_DATA} (delete it to make a new one)");
+    } else {
+        println!("making a synthetic data set in {DEFAULT_DATA} ...");
+        let summary = generate(&data, &synth)?;
+        println!(
+            "{} train and {} test images in {:.1} s",
+            summary.train_rows, summary.test_rows, summary.seconds
+        );
+    }
+    let config = TrainConfig {
+        data: data.clone(),
+        backbone_name: "default-small".into(),
+        backbone: small_backbone().with_drop_path_rate(0.05),
+        pretrained: None,
+        head: HeadConfig::new().with_head_dim(64),
+        image_size: synth.size,
+        batch_size: 32,
+        phase1_epochs: 12,
+        phase2_epochs: 3,
+        phase2_rounds: 1,
+        lr: 3e-3,
+        weight_decay: 0.05,
+        grad_clip: 1.0,
+        mmd_weight: 0.1,
+        mmd: MmdConfig::default(),
+        plateau: PlateauConfig::default(),
+        augment: AugmentConfig::default(),
+        categories: Taxonomy::meesho().category_names().iter().map(|s| s.to_string()).collect(),
+        seed: 42,
+        val_fraction: 0.1,
+    };
+    let run = Path::new(DEFAULT_RUN);
+    // Resuming makes a second run pick up where the first stopped (or skip straight to
+    // the export when it finished).
+    let score = crate::run::train_run(config, run, DeviceChoice::Auto, true, false)?;
+    let manifest = crate::run::export_web(run, Path::new(WEB_MODELS), Precision::F16)?;
+    let bytes: u64 = manifest.categories.iter().map(|c| c.bytes).sum();
+    println!(
+        "\nexported {} models ({:.1} MiB) to {WEB_MODELS}/",
+        manifest.categories.len(),
+        bytes as f64 / (1024.0 * 1024.0)
+    );
+    println!("done in {:.1} min: synthetic score {:.4}", started.elapsed().as_secs_f64() / 60.0, score.score);
+    println!("curves: {}/curves.png; log: {}/train_log.jsonl", DEFAULT_RUN, DEFAULT_RUN);
+    println!("\nTo tag photos in the browser: trunk serve --release (in web/), then open http://127.0.0.1:8080");
+    println!("To label a photo here: cargo run --release -p trainer -- predict --run {DEFAULT_RUN} --category \"Men Tshirts\" photo.jpg");
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! A training run's settings and the layout of its directory.
+
+use crate::augment::AugmentConfig;
+use crate::train::plateau::PlateauConfig;
+use model_core::convnext::ConvNextConfig;
+use model_core::export::slug;
+use model_core::heads::HeadConfig;
+use model_core::loss::MmdConfig;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Everything that decides what a run computes; saved as `RUN/run.json` so evaluation,
+/// prediction, export and `--resume` rebuild exactly the same thing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The data set directory (Meesho layout).
+    pub data: PathBuf,
+    /// Preset name of the backbone (or `hf` when it came from `--pretrained`).
+    pub backbone_name: String,
+    pub backbone: ConvNextConfig,
+    /// The Hub checkpoint the backbone started from, if any.
+    pub pretrained: Option<PathBuf>,
+    pub head: HeadConfig,
+    /// Side of the square network input, in pixels.
+    pub image_size: u32,
+    pub batch_size: usize,
+    pub phase1_epochs: usize,
+    pub phase2_epochs: usize,
+    pub phase2_rounds: usize,
+    /// Initial learning rate of every phase.
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Gradients are clipped to this global L2 norm.
+    pub grad_clip: f64,
+    /// Weight of the MMD term in phase one (0 turns it off).
+    pub mmd_weight: f64,
+    pub mmd: MmdConfig,
+    pub plateau: PlateauConfig,
+    pub augment: AugmentConfig,
+    /// Categories trained, in order.
+    pub categories: Vec<String>,
+    pub seed: u64,
+    /// Share of each category's rows held out for validation.
+    pub val_fraction: f64,
+}
+
+/// Paths inside a run directory.
+#[derive(Debug, Clone)]
+pub struct RunPaths {
+    pub root: PathBuf,
+}
+
+impl RunPaths {
+    pub fn new(root: impl AsRef<Path>) -> Self {
+        Self {
+            root: root.as_ref().to_path_buf(),
+        }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.join("run.json")
+    }
+    /// The taxonomy the run's models were built from (the data set's own).
+    pub fn taxonomy(&self) -> PathBuf {
+        self.root.join("taxonomy.json")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.root.join("train_log.jsonl")
+    }
+    pub fn curves(&self) -> PathBuf {
+        self.root.join("curves.png")
+    }
+    pub fn data_report(&self) -> PathBuf {
+        self.root.join("data_report.csv")
+    }
+    pub fn category_dir(&self, category: &str) -> PathBuf {
+        self.root.join(slug(category))
+    }
+    /// The best weights so far: what evaluation, prediction and export use.
+    pub fn best(&self, category: &str) -> PathBuf {
+        self.category_dir(category).join("best.safetensors")
+    }
+    /// The network's shape (a `GarmentModelConfig`).
+    pub fn model_config(&self, category: &str) -> PathBuf {
+        self.category_dir(category).join("model.json")
+    }
+    /// Weights after the last finished epoch (for `--resume`).
+    pub fn last(&self, category: &str) -> PathBuf {
+        self.category_dir(category).join("last.safetensors")
+    }
+    pub fn optimizer(&self, category: &str) -> PathBuf {
+        self.category_dir(category).join("optimizer.mpk")
+    }
+    pub fn state(&self, category: &str) -> PathBuf {
+        self.category_dir(category).join("state.json")
+    }
+}

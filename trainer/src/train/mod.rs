@@ -1,0 +1,510 @@
+//! Two-phase training of one model per category (SPEC.md "Training, per category").
+//!
+//! Phase one trains the whole network on the rows whose every attribute is labelled,
+//! with cross-entropy summed over heads plus `mmd_weight` x MMD between the pooled
+//! features of the labelled batch and of unlabelled test images.
+//!
+//! Phase two fine-tunes the heads with the backbone and feature layer frozen, each head
+//! on every row labelled for its attribute. The reference trains one head at a time;
+//! here all heads train in the same pass, each with its own masked loss. Heads share no
+//! parameter and the shared features are computed without gradients, so each head's
+//! updates are those it would get on its own, for one backbone pass per batch instead
+//! of one per attribute. The best weights of each head are kept separately, on that
+//! attribute's validation score.
+
+pub mod batch;
+pub mod config;
+pub mod plateau;
+
+use crate::data::images::ImageStore;
+use crate::fsutil::{read, read_json, write_atomic, write_json};
+use crate::rng::{derive_seed, Rng};
+use anyhow::{bail, Context as _, Result};
+use batch::{pixels, EpochAugment};
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
+use config::{RunPaths, TrainConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use model_core::convnext::global_average_pool;
+use model_core::loss::{mmd, MaskedTargets};
+use model_core::metrics::{category_score, AttributeScore, AttributeTally, CategoryScore};
+use model_core::model::{GarmentModel, GarmentModelConfig};
+use model_core::preprocess::PreprocessConfig;
+use model_core::store::{load_safetensors, write_safetensors, Precision};
+use model_core::taxonomy::CategorySpec;
+use plateau::Plateau;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// One labelled example: its image's index in the train image store and its labels.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub image: usize,
+    pub labels: Vec<Option<usize>>,
+}
+
+/// What one category trains and validates on.
+#[derive(Debug, Clone)]
+pub struct CategoryData<'a> {
+    pub spec: &'a CategorySpec,
+    pub train: Vec<Example>,
+    pub val: Vec<Example>,
+    /// Indices of this category's unlabelled target images in the test image store.
+    pub target: Vec<usize>,
+}
+
+/// What the loop needs besides the data.
+pub struct Context<'a> {
+    pub config: &'a TrainConfig,
+    pub paths: &'a RunPaths,
+    pub train_images: &'a ImageStore,
+    pub test_images: &'a ImageStore,
+    pub preprocess: PreprocessConfig,
+    /// Set by Ctrl-C: stop at the next batch boundary.
+    pub interrupted: &'a AtomicBool,
+    /// Where the backbone starts when no checkpoint is resumed.
+    pub pretrained: Option<&'a (dyn Fn(GarmentModelConfig) -> Result<Vec<u8>> + Sync)>,
+    pub device_name: String,
+    pub resume: bool,
+    pub quiet: bool,
+}
+
+/// A stage of training: phase one, or round `r` (from 1) of phase two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    PhaseOne,
+    PhaseTwo(usize),
+}
+
+impl Stage {
+    fn label(self) -> String {
+        match self {
+            Stage::PhaseOne => "phase1".into(),
+            Stage::PhaseTwo(r) => format!("phase2-round{r}"),
+        }
+    }
+    fn id(self) -> u64 {
+        match self {
+            Stage::PhaseOne => 0,
+            Stage::PhaseTwo(r) => r as u64,
+        }
+    }
+}
+
+/// Progress of one category, saved after every epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategoryState {
+    /// Index into the run's list of stages.
+    pub stage: usize,
+    /// Epochs finished in that stage.
+    pub epochs_done: usize,
+    pub plateau: Plateau,
+    /// Phase one: the best validation score of the whole model.
+    pub best_score: Option<f64>,
+    /// Phase two: the best validation score of each head.
+    pub head_best: Vec<Option<f64>>,
+    /// Validation score of the kept (best) weights.
+    pub final_score: Option<CategoryScore>,
+    pub finished: bool,
+}
+
+/// One line of `train_log.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub category: String,
+    pub stage: String,
+    pub epoch: usize,
+    pub loss: f64,
+    pub val_score: f64,
+    pub lr: f64,
+    pub img_per_s: f64,
+    pub seconds: f64,
+    pub device: String,
+    pub attributes: Vec<AttributeScore>,
+}
+
+/// How a category's training ended.
+pub enum Outcome {
+    Finished(CategoryScore),
+    Interrupted,
+}
+
+fn stages(config: &TrainConfig) -> Vec<(Stage, usize)> {
+    let mut out = Vec::new();
+    if config.phase1_epochs > 0 {
+        out.push((Stage::PhaseOne, config.phase1_epochs));
+    }
+    if config.phase2_epochs > 0 {
+        for r in 1..=config.phase2_rounds {
+            out.push((Stage::PhaseTwo(r), config.phase2_epochs));
+        }
+    }
+    out
+}
+
+fn optimizer_config(config: &TrainConfig) -> AdamWConfig {
+    AdamWConfig::new()
+        .with_weight_decay(config.weight_decay as f32)
+        .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(
+            config.grad_clip as f32,
+        )))
+}
+
+/// Trains (or resumes) one category's model and returns its validation score.
+pub fn train_category<B: AutodiffBackend>(
+    ctx: &Context<'_>,
+    data: &CategoryData<'_>,
+    category_index: usize,
+    device: &B::Device,
+) -> Result<Outcome> {
+    let cfg = ctx.config;
+    let name = &data.spec.name;
+    let paths = ctx.paths;
+    let model_config = GarmentModelConfig::for_category(cfg.backbone.clone(), cfg.head.clone(), data.spec);
+    let stages = stages(cfg);
+    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+    let mut optim = optimizer_config(cfg).init::<B, GarmentModel<B>>();
+
+    let state_path = paths.state(name);
+    let (mut model, mut best, mut state) = if ctx.resume && state_path.exists() {
+        let state: CategoryState = read_json(&state_path)?;
+        let saved: GarmentModelConfig = read_json(&paths.model_config(name))?;
+        if saved != model_config {
+            bail!(
+                "{}: the saved network differs from this run's settings; resume with the same options or start a new run",
+                paths.model_config(name).display()
+            );
+        }
+        if state.finished {
+            let score = state.final_score.clone().context("finished state without a score")?;
+            println!("{name}: already trained (validation score {:.4}), skipping", score.score);
+            return Ok(Outcome::Finished(score));
+        }
+        let model = load_weights(model_config.init::<B>(device), &paths.last(name))?;
+        let best = load_weights(model_config.init::<B>(device), &paths.best(name))?;
+        if state.epochs_done > 0 {
+            let bytes = read(&paths.optimizer(name))?;
+            let record = recorder
+                .load(bytes, device)
+                .with_context(|| format!("{}: not an optimizer checkpoint", paths.optimizer(name).display()))?;
+            optim = optim.load_record(record);
+        }
+        println!(
+            "{name}: resuming at {} epoch {}",
+            stages.get(state.stage).map(|s| s.0.label()).unwrap_or_else(|| "the end".into()),
+            state.epochs_done + 1
+        );
+        (model, best, state)
+    } else {
+        B::seed(device, derive_seed(cfg.seed, &[category_index as u64, 0xC0FFEE]));
+        let mut model = model_config.init::<B>(device);
+        if let Some(load) = ctx.pretrained {
+            let bytes = load(model_config.clone())?;
+            model = load_safetensors(model, bytes).context("loading the pretrained backbone")?;
+        }
+        std::fs::create_dir_all(paths.category_dir(name))?;
+        write_json(&paths.model_config(name), &model_config)?;
+        let state = CategoryState {
+            stage: 0,
+            epochs_done: 0,
+            plateau: Plateau::new(cfg.lr, cfg.plateau),
+            best_score: None,
+            head_best: vec![None; data.spec.attributes.len()],
+            final_score: None,
+            finished: false,
+        };
+        save_weights(&model, &paths.best(name))?;
+        (model.clone(), model, state)
+    };
+
+    let attributes = data.spec.attributes.len();
+    while state.stage < stages.len() {
+        let (stage, epochs) = stages[state.stage];
+        if state.epochs_done == 0 {
+            // A fresh stage starts from the best weights so far, with a fresh optimizer
+            // and learning rate.
+            model = best.clone();
+            optim = optimizer_config(cfg).init::<B, GarmentModel<B>>();
+            state.plateau = Plateau::new(cfg.lr, cfg.plateau);
+        }
+        let rows: Vec<&Example> = match stage {
+            Stage::PhaseOne => data.train.iter().filter(|e| e.labels.iter().all(Option::is_some)).collect(),
+            Stage::PhaseTwo(_) => data.train.iter().filter(|e| e.labels.iter().any(Option::is_some)).collect(),
+        };
+        if rows.is_empty() {
+            println!("{name}: {}: no training row has the labels this stage needs; skipped", stage.label());
+            state.stage += 1;
+            state.epochs_done = 0;
+            continue;
+        }
+        while state.epochs_done < epochs {
+            let epoch = state.epochs_done;
+            let epoch_seed = derive_seed(cfg.seed, &[category_index as u64, stage.id(), epoch as u64]);
+            B::seed(device, epoch_seed);
+            let started = Instant::now();
+            let (trained, loss) = match run_epoch(ctx, data, &rows, stage, epoch_seed, model, &mut optim, &state.plateau, device)? {
+                Some(result) => result,
+                None => return Ok(Outcome::Interrupted),
+            };
+            model = trained;
+            let seconds = started.elapsed().as_secs_f64();
+            let scores = validate(ctx, data, &model.valid(), device)?;
+            let score = category_score(name, scores.clone());
+            match stage {
+                Stage::PhaseOne => {
+                    if state.best_score.is_none_or(|b| score.score > b) {
+                        state.best_score = Some(score.score);
+                        best = model.clone();
+                    }
+                }
+                Stage::PhaseTwo(_) => {
+                    let mut heads = best.heads.clone();
+                    for (i, s) in scores.iter().enumerate().take(attributes) {
+                        if s.support > 0 && state.head_best[i].is_none_or(|b| s.harmonic > b) {
+                            state.head_best[i] = Some(s.harmonic);
+                            heads[i] = model.heads[i].clone();
+                        }
+                    }
+                    best = GarmentModel { heads, ..best };
+                }
+            }
+            let lr = state.plateau.lr;
+            state.plateau.step(score.score);
+            state.epochs_done += 1;
+            // Checkpoint: weights, optimizer and state, each written atomically, the
+            // state last so that it never points at files not yet written.
+            save_weights(&model, &paths.last(name))?;
+            save_weights(&best, &paths.best(name))?;
+            let bytes = recorder.record(optim.to_record(), ()).context("serialising the optimizer")?;
+            write_atomic(&paths.optimizer(name), &bytes)?;
+            write_json(&state_path, &state)?;
+            let images = rows.len() as f64;
+            let log = EpochLog {
+                category: name.clone(),
+                stage: stage.label(),
+                epoch: epoch + 1,
+                loss,
+                val_score: score.score,
+                lr,
+                img_per_s: images / seconds.max(1e-9),
+                seconds,
+                device: ctx.device_name.clone(),
+                attributes: scores,
+            };
+            append_log(paths, &log)?;
+            println!(
+                "{name} {} epoch {}/{epochs}: loss {:.4}, validation score {:.4}, lr {:.2e}, {:.1} img/s",
+                stage.label(),
+                epoch + 1,
+                loss,
+                score.score,
+                lr,
+                log.img_per_s
+            );
+        }
+        state.stage += 1;
+        state.epochs_done = 0;
+        write_json(&state_path, &state)?;
+    }
+    let final_scores = validate(ctx, data, &best.valid(), device)?;
+    let final_score = category_score(name, final_scores);
+    state.final_score = Some(final_score.clone());
+    state.finished = true;
+    write_json(&state_path, &state)?;
+    Ok(Outcome::Finished(final_score))
+}
+
+fn save_weights<B: Backend>(model: &GarmentModel<B>, path: &std::path::Path) -> Result<()> {
+    let bytes = write_safetensors(model, Precision::F32)?;
+    write_atomic(path, &bytes)
+}
+
+/// Loads weights written by this trainer into `model`, naming the file on failure.
+pub fn load_weights<B: Backend>(model: GarmentModel<B>, path: &std::path::Path) -> Result<GarmentModel<B>> {
+    let bytes = read(path)?;
+    load_safetensors(model, bytes).with_context(|| format!("{}: wrong weights file", path.display()))
+}
+
+fn append_log(paths: &RunPaths, log: &EpochLog) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.log())
+        .with_context(|| format!("{}: cannot open", paths.log().display()))?;
+    writeln!(file, "{}", serde_json::to_string(log)?)?;
+    Ok(())
+}
+
+/// One pass over `rows`; `None` when interrupted.
+#[allow(clippy::too_many_arguments)]
+fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
+    ctx: &Context<'_>,
+    data: &CategoryData<'_>,
+    rows: &[&Example],
+    stage: Stage,
+    epoch_seed: u64,
+    mut model: GarmentModel<B>,
+    optim: &mut O,
+    plateau: &Plateau,
+    device: &B::Device,
+) -> Result<Option<(GarmentModel<B>, f64)>> {
+    let cfg = ctx.config;
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    let mut rng = Rng::new(epoch_seed);
+    rng.shuffle(&mut order);
+    let mut target = data.target.clone();
+    rng.shuffle(&mut target);
+    let use_mmd = stage == Stage::PhaseOne && cfg.mmd_weight > 0.0 && !target.is_empty();
+    let augment = EpochAugment {
+        config: &cfg.augment,
+        seed: cfg.seed,
+        epoch: epoch_seed,
+    };
+    let batches = order.len().div_ceil(cfg.batch_size);
+    let bar = progress_bar(ctx, batches as u64, &format!("{} {}", data.spec.name, stage.label()));
+    let started = Instant::now();
+    let mut loss_sum = 0.0;
+    let frozen = model.valid();
+    for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
+        if ctx.interrupted.load(Ordering::SeqCst) {
+            bar.abandon_with_message("interrupted");
+            return Ok(None);
+        }
+        let examples: Vec<&Example> = chunk.iter().map(|&i| rows[i]).collect();
+        let images: Vec<usize> = examples.iter().map(|e| e.image).collect();
+        let n = images.len();
+        let loss = match stage {
+            Stage::PhaseOne => {
+                let src = pixels::<B>(ctx.train_images, &images, Some(augment), &ctx.preprocess, device)?;
+                let (features, target_features) = if use_mmd {
+                    let picked: Vec<usize> = (0..n).map(|i| target[(b * n + i) % target.len()]).collect();
+                    let tgt = pixels::<B>(ctx.test_images, &picked, None, &ctx.preprocess, device)?;
+                    let both = model.forward_shared(Tensor::cat(vec![src, tgt], 0));
+                    let m = both.dims()[0];
+                    (both.clone().narrow(0, 0, n), Some(both.narrow(0, n, m - n)))
+                } else {
+                    (model.forward_shared(src), None)
+                };
+                let out = model.forward_heads(features);
+                let mut loss = heads_loss(&out.logits, &examples, device)?;
+                if let Some(target_features) = target_features {
+                    let d = mmd(out.pooled, global_average_pool(target_features), &cfg.mmd);
+                    loss = loss + d.mul_scalar(cfg.mmd_weight);
+                }
+                loss
+            }
+            Stage::PhaseTwo(_) => {
+                let src = pixels::<B::InnerBackend>(ctx.train_images, &images, Some(augment), &ctx.preprocess, device)?;
+                let shared = Tensor::<B, 4>::from_inner(frozen.forward_shared(src));
+                let out = model.forward_heads(shared);
+                heads_loss(&out.logits, &examples, device)?
+            }
+        };
+        let value: f64 = loss.clone().into_scalar().elem::<f64>();
+        if !value.is_finite() {
+            bail!("{}: the loss became {value} at batch {}; try a lower --lr", data.spec.name, b + 1);
+        }
+        loss_sum += value;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(plateau.lr, model, grads);
+        let done = (b * cfg.batch_size + n) as f64;
+        bar.set_message(format!(
+            "loss {:.4}  {:.1} img/s",
+            loss_sum / (b + 1) as f64,
+            done / started.elapsed().as_secs_f64().max(1e-9)
+        ));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(Some((model, loss_sum / batches.max(1) as f64)))
+}
+
+use burn::tensor::ElementConversion;
+
+/// Sum over heads of the cross-entropy on the rows labelled for each head.
+fn heads_loss<B: Backend>(logits: &[Tensor<B, 2>], examples: &[&Example], device: &B::Device) -> Result<Tensor<B, 1>> {
+    let mut total = Tensor::<B, 1>::zeros([1], device);
+    for (a, logits) in logits.iter().enumerate() {
+        let labels: Vec<Option<usize>> = examples.iter().map(|e| e.labels[a]).collect();
+        if labels.iter().all(Option::is_none) {
+            continue;
+        }
+        let classes = logits.dims()[1];
+        let targets = MaskedTargets::from_labels(&labels, classes, device)?;
+        total = total + targets.cross_entropy(logits.clone());
+    }
+    Ok(total)
+}
+
+fn progress_bar(ctx: &Context<'_>, len: u64, prefix: &str) -> ProgressBar {
+    if ctx.quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar
+}
+
+/// Predicted class of every attribute for `images` of `store`, in chunks.
+pub fn predict_classes<B: Backend>(
+    model: &GarmentModel<B>,
+    store: &ImageStore,
+    images: &[usize],
+    pre: &PreprocessConfig,
+    batch: usize,
+    device: &B::Device,
+) -> Result<Vec<Vec<usize>>> {
+    let mut out = Vec::with_capacity(images.len());
+    for chunk in images.chunks(batch.max(1)) {
+        let x = pixels::<B>(store, chunk, None, pre, device)?;
+        let logits = model.forward(x).logits;
+        let per_head: Vec<Vec<usize>> = logits
+            .into_iter()
+            .map(|l| -> Result<Vec<usize>> {
+                let idx: Vec<i64> = l.argmax(1).into_data().convert::<i64>().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                Ok(idx.into_iter().map(|i| i as usize).collect())
+            })
+            .collect::<Result<_>>()?;
+        for row in 0..chunk.len() {
+            out.push(per_head.iter().map(|h| h[row]).collect());
+        }
+    }
+    Ok(out)
+}
+
+/// Per-attribute validation scores of `model` on the category's validation rows.
+fn validate<B: Backend>(
+    ctx: &Context<'_>,
+    data: &CategoryData<'_>,
+    model: &GarmentModel<B>,
+    device: &B::Device,
+) -> Result<Vec<AttributeScore>> {
+    let images: Vec<usize> = data.val.iter().map(|e| e.image).collect();
+    let predicted = predict_classes(model, ctx.train_images, &images, &ctx.preprocess, ctx.config.batch_size * 2, device)?;
+    let mut tallies: Vec<AttributeTally> = data
+        .spec
+        .attributes
+        .iter()
+        .map(|a| AttributeTally::with_classes(a.classes.len()))
+        .collect();
+    for (example, predicted) in data.val.iter().zip(&predicted) {
+        for (a, tally) in tallies.iter_mut().enumerate() {
+            tally.add(example.labels[a], predicted[a]);
+        }
+    }
+    Ok(tallies
+        .iter()
+        .zip(&data.spec.attributes)
+        .map(|(t, a)| t.score(&a.name))
+        .collect())
+}
