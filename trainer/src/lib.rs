@@ -3,3 +3,4 @@
 pub mod cli;
 pub mod data;
 pub mod rng;
+pub mod synth;
