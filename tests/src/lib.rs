@@ -1,1 +1,65 @@
+//! Helpers for the end-to-end tests that run the real binaries.
+//!
+//! Cargo builds a package's binaries for its own integration tests only (and sets
+//! `CARGO_BIN_EXE_<name>` there), so a test in this crate cannot ask for the `trainer`
+//! binary directly. [`trainer_bin`] runs `cargo build -p trainer --bin trainer` once per
+//! test process (a no-op when it is up to date; the same profile and target folder as
+//! the running test) and returns the path of the built binary. This is what `escargot`
+//! does, without the dependency.
 
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The target profile folder the running test binary lives in (`target/debug`, ...).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test binary>
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary under target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Path of a freshly built `trainer` binary.
+pub fn trainer_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let profile_dir = profile_dir();
+        let target_dir = profile_dir.parent().expect("target folder").to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "trainer", "--bin", "trainer"])
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .expect("run cargo build for the trainer binary");
+        assert!(status.success(), "building the trainer binary failed");
+        let bin = profile_dir.join(format!("trainer{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} was not built", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A fresh folder under the system temp folder, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("tests-{}-{label}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create a temp folder");
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
