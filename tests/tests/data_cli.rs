@@ -78,7 +78,9 @@ fn synth_then_check_data_reads_every_row() {
         stdout.contains("test: 15 of 15 rows have a usable image"),
         "{stdout}"
     );
-    assert!(stdout.contains("no row skipped"), "{stdout}");
+    // Nothing skipped; with 8 training rows per category some test labels are classes
+    // training never saw, and those are reported as dropped labels instead.
+    assert!(!stdout.contains("row(s) skipped"), "{stdout}");
     let report_text = std::fs::read_to_string(&report).unwrap();
     assert!(report_text.starts_with("split,id,file,action,reason\n"));
 }
