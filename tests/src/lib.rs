@@ -1,31 +1,67 @@
-//! Helpers for the end-to-end tests: they run the real `trainer` binary.
+//! Helpers for the end-to-end tests that run the real binaries.
+//!
+//! Cargo builds a package's binaries for its own integration tests only (and sets
+//! `CARGO_BIN_EXE_<name>` there), so a test in this crate cannot ask for the `trainer`
+//! binary directly. [`trainer_bin`] runs `cargo build -p trainer --bin trainer` once per
+//! test process (a no-op when it is up to date; the same profile and target folder as
+//! the running test) and returns the path of the built binary. This is what `escargot`
+//! does, without the dependency.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// The `trainer` binary of this build, built once per test process if needed
-/// (`cargo test --workspace` builds it too; building here makes `cargo test -p tests`
-/// work on its own).
+/// The target profile folder the running test binary lives in (`target/debug`, ...).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test binary>
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary under target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Path of a freshly built `trainer` binary.
 pub fn trainer_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> -> target/<profile>/trainer
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");
-        let bin = profile_dir.join(format!("trainer{}", std::env::consts::EXE_SUFFIX));
+        let profile_dir = profile_dir();
+        let target_dir = profile_dir.parent().expect("target folder").to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "-p", "trainer", "--bin", "trainer"]);
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "trainer", "--bin", "trainer"])
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
         if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
+            cmd.arg("--release");
         }
-        let status = build.status().expect("run cargo build");
+        let status = cmd
+            .status()
+            .expect("run cargo build for the trainer binary");
         assert!(status.success(), "building the trainer binary failed");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
+        let bin = profile_dir.join(format!("trainer{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} was not built", bin.display());
         bin
     })
     .clone()
+}
+
+/// A fresh folder under the system temp folder, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("tests-{}-{label}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create a temp folder");
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Runs `trainer ARGS` and returns its output.
@@ -36,7 +72,7 @@ pub fn trainer(args: &[&str]) -> Output {
         .expect("run trainer")
 }
 
-/// Runs `trainer ARGS`, failing the test with its stderr if it fails.
+/// Runs `trainer ARGS`, failing the test with its output if it fails.
 pub fn trainer_ok(args: &[&str]) -> Output {
     let out = trainer(args);
     assert!(
@@ -51,16 +87,11 @@ pub fn trainer_ok(args: &[&str]) -> Output {
 /// stdout parsed as one JSON document.
 pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("stdout is not one JSON document ({e}):\n{}", String::from_utf8_lossy(&out.stdout))
+        panic!(
+            "stdout is not one JSON document ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
     })
-}
-
-/// A fresh, empty directory for one test.
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("garment-e2e-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
 }
 
 /// The keys of a JSON object, in order.
@@ -73,6 +104,7 @@ pub fn keys(value: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// A path as `&str`, for command lines.
 pub fn s(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
 }

@@ -32,7 +32,8 @@ fn tiny_train_args<'a>(data: &'a Path, run: &'a Path, p1: &'a str, p2: &'a str) 
 
 #[test]
 fn synth_train_evaluate_predict_export() {
-    let root = scratch("pipeline");
+    let tmp = TempDir::new("pipeline");
+    let root = tmp.0.clone();
     let data = root.join("data");
     let run = root.join("run");
     synth(&data, "40", "48");
@@ -41,7 +42,7 @@ fn synth_train_evaluate_predict_export() {
         assert!(run.join(file).is_file(), "{file} missing");
     }
     for slug in ["men-tshirts", "kurtis"] {
-        for file in ["best.safetensors", "last.safetensors", "model.json", "state.json", "optimizer.mpk"] {
+        for file in ["best.safetensors", "last.mpk", "model.json", "state.json", "optimizer.mpk"] {
             assert!(run.join(slug).join(file).is_file(), "{slug}/{file} missing");
         }
     }
@@ -111,7 +112,8 @@ fn synth_train_evaluate_predict_export() {
 
 #[test]
 fn resume_after_a_kill_gives_the_uninterrupted_result() {
-    let root = scratch("resume");
+    let tmp = TempDir::new("resume");
+    let root = tmp.0.clone();
     let data = root.join("data");
     synth(&data, "30", "32");
     // Uninterrupted.
@@ -151,7 +153,8 @@ fn resume_after_a_kill_gives_the_uninterrupted_result() {
 
 #[test]
 fn bad_arguments_and_data_give_clear_errors() {
-    let root = scratch("bad");
+    let tmp = TempDir::new("bad");
+    let root = tmp.0.clone();
     let one_line = |args: &[&str], needle: &str| {
         let out = trainer(args);
         assert!(!out.status.success(), "{args:?} should fail");

@@ -96,6 +96,12 @@ pub struct TrainArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a synthetic garment data set in the Meesho layout.
+    Synth(crate::data_cli::SynthArgs),
+    /// Read a data set, decode every image once and report skipped rows.
+    CheckData(crate::data_cli::CheckDataArgs),
+    /// Measure the input pipeline's throughput (decode, resize, augment).
+    BenchData(crate::data_cli::BenchDataArgs),
     /// Train one model per category in two phases (see --help for the defaults).
     Train(Box<TrainArgs>),
     /// Validation scores of a run: micro and macro F1 and their harmonic mean per
@@ -188,6 +194,9 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         None => crate::default_job::run(),
+        Some(Command::Synth(args)) => args.run(),
+        Some(Command::CheckData(args)) => args.run(),
+        Some(Command::BenchData(args)) => args.run(),
         Some(Command::Train(args)) => {
             let (config, device, resume, quiet, out) = crate::default_job::train_config(*args)?;
             crate::run::train_run(config, &out, device, resume, quiet).map(|_| ())

@@ -26,8 +26,8 @@ pub const WEB_MODELS: &str = "static/models";
 /// The synthetic data set of the default job.
 pub fn default_synth() -> SynthConfig {
     SynthConfig {
-        train_per_category: 400,
-        test_per_category: 100,
+        train_per_category: 240,
+        test_per_category: 60,
         size: 64,
         seed: 7,
         progress: true,
@@ -139,8 +139,8 @@ pub fn run() -> Result<()> {
         head: HeadConfig::new().with_head_dim(64),
         image_size: synth.size,
         batch_size: 32,
-        phase1_epochs: 12,
-        phase2_epochs: 3,
+        phase1_epochs: 6,
+        phase2_epochs: 2,
         phase2_rounds: 1,
         lr: 3e-3,
         weight_decay: 0.05,

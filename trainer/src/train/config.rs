@@ -83,9 +83,9 @@ impl RunPaths {
     pub fn model_config(&self, category: &str) -> PathBuf {
         self.category_dir(category).join("model.json")
     }
-    /// Weights after the last finished epoch (for `--resume`).
+    /// Weights after the last finished epoch, with parameter ids (for `--resume`).
     pub fn last(&self, category: &str) -> PathBuf {
-        self.category_dir(category).join("last.safetensors")
+        self.category_dir(category).join("last.mpk")
     }
     pub fn optimizer(&self, category: &str) -> PathBuf {
         self.category_dir(category).join("optimizer.mpk")

@@ -21,7 +21,7 @@ use crate::fsutil::{read, read_json, write_atomic, write_json};
 use crate::rng::{derive_seed, Rng};
 use anyhow::{bail, Context as _, Result};
 use batch::{pixels, EpochAugment};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -184,7 +184,7 @@ pub fn train_category<B: AutodiffBackend>(
             println!("{name}: already trained (validation score {:.4}), skipping", score.score);
             return Ok(Outcome::Finished(score));
         }
-        let model = load_weights(model_config.init::<B>(device), &paths.last(name))?;
+        let model = load_checkpoint(model_config.init::<B>(device), &paths.last(name), device)?;
         let best = load_weights(model_config.init::<B>(device), &paths.best(name))?;
         if state.epochs_done > 0 {
             let bytes = read(&paths.optimizer(name))?;
@@ -277,7 +277,7 @@ pub fn train_category<B: AutodiffBackend>(
             state.epochs_done += 1;
             // Checkpoint: weights, optimizer and state, each written atomically, the
             // state last so that it never points at files not yet written.
-            save_weights(&model, &paths.last(name))?;
+            save_checkpoint(&model, &paths.last(name))?;
             save_weights(&best, &paths.best(name))?;
             let bytes = recorder.record(optim.to_record(), ()).context("serialising the optimizer")?;
             write_atomic(&paths.optimizer(name), &bytes)?;
@@ -316,6 +316,27 @@ pub fn train_category<B: AutodiffBackend>(
     state.finished = true;
     write_json(&state_path, &state)?;
     Ok(Outcome::Finished(final_score))
+}
+
+/// The weights after an epoch, in Burn's own record format: unlike the safetensors
+/// files it keeps each parameter's id, which the optimizer's saved state is keyed by,
+/// so a resumed run continues with the same AdamW moments.
+fn save_checkpoint<B: Backend>(model: &GarmentModel<B>, path: &std::path::Path) -> Result<()> {
+    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+    let bytes = Recorder::<B>::record(&recorder, model.clone().into_record(), ())
+        .context("serialising the model")?;
+    write_atomic(path, &bytes)
+}
+
+fn load_checkpoint<B: Backend>(
+    model: GarmentModel<B>,
+    path: &std::path::Path,
+    device: &B::Device,
+) -> Result<GarmentModel<B>> {
+    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+    let record = Recorder::<B>::load(&recorder, read(path)?, device)
+        .with_context(|| format!("{}: not a checkpoint of this network", path.display()))?;
+    Ok(model.load_record(record))
 }
 
 fn save_weights<B: Backend>(model: &GarmentModel<B>, path: &std::path::Path) -> Result<()> {

@@ -1,0 +1,370 @@
+//! Training-time augmentation (SPEC.md, Training 6): each training image is augmented
+//! with probability 0.5, drawn anew every epoch from `(seed, epoch, index)`; when it is,
+//! it gets a horizontal flip (half the time), a random resized crop, a small rotation
+//! and mild brightness and contrast changes.
+//!
+//! Colour is a label, so nothing here may shift hue or saturation. The geometric steps
+//! only move and blend pixels of the same image (bilinear, with edge pixels repeated
+//! outside the frame). The photometric step changes each pixel's luma and then scales
+//! its R, G and B by one common factor, which keeps the channel ratios, so hue and
+//! HSV saturation are unchanged; where a channel would clip at 255 the factor is
+//! lowered instead of clipping one channel alone (which would shift the hue).
+
+use crate::rng::Rng;
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+/// Augmentation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AugmentConfig {
+    /// Chance that an image is augmented at all in a given epoch.
+    pub probability: f32,
+    /// Chance of a horizontal flip, given that the image is augmented.
+    pub flip_probability: f32,
+    /// Range of the crop's share of the image area. The lower end is kept high so that
+    /// hems, sleeves and borders (all labels) stay mostly in view.
+    pub crop_area: [f32; 2],
+    /// Range of the crop's aspect ratio (width / height), drawn log-uniformly.
+    pub crop_aspect: [f32; 2],
+    /// Largest rotation either way, in degrees.
+    pub max_rotation_deg: f32,
+    /// Brightness factor range is `1 ± brightness`.
+    pub brightness: f32,
+    /// Contrast factor range is `1 ± contrast`.
+    pub contrast: f32,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self {
+            probability: 0.5,
+            flip_probability: 0.5,
+            crop_area: [0.75, 1.0],
+            crop_aspect: [3.0 / 4.0, 4.0 / 3.0],
+            max_rotation_deg: 10.0,
+            brightness: 0.15,
+            contrast: 0.15,
+        }
+    }
+}
+
+/// One drawn augmentation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AugmentParams {
+    pub flip: bool,
+    /// Crop box as fractions of the image: `[x0, y0, width, height]`.
+    pub crop: [f32; 4],
+    /// Rotation in radians, about the crop's centre.
+    pub rotation: f32,
+    /// Brightness factor (1 = unchanged).
+    pub brightness: f32,
+    /// Contrast factor around the image's mean luma (1 = unchanged).
+    pub contrast: f32,
+}
+
+impl AugmentParams {
+    /// The augmentation that changes nothing.
+    pub fn identity() -> Self {
+        Self {
+            flip: false,
+            crop: [0.0, 0.0, 1.0, 1.0],
+            rotation: 0.0,
+            brightness: 1.0,
+            contrast: 1.0,
+        }
+    }
+}
+
+/// Seed-stream tag that keeps augmentation draws apart from other uses of the seed.
+const AUGMENT_STREAM: u64 = 0xA06;
+
+impl AugmentConfig {
+    /// The augmentation of image `index` in `epoch`, or `None` when it is left as it is.
+    pub fn draw(&self, seed: u64, epoch: u64, index: u64) -> Option<AugmentParams> {
+        let mut rng = Rng::derived(seed, &[AUGMENT_STREAM, epoch, index]);
+        if !rng.chance(self.probability) {
+            return None;
+        }
+        let flip = rng.chance(self.flip_probability);
+        let area = rng.range(self.crop_area[0], self.crop_area[1]);
+        let log_aspect = rng.range(self.crop_aspect[0].ln(), self.crop_aspect[1].ln());
+        let aspect = log_aspect.exp();
+        let w = (area * aspect).sqrt().min(1.0);
+        let h = (area / aspect).sqrt().min(1.0);
+        let x0 = rng.range(0.0, 1.0 - w + f32::EPSILON);
+        let y0 = rng.range(0.0, 1.0 - h + f32::EPSILON);
+        Some(AugmentParams {
+            flip,
+            crop: [x0, y0, w, h],
+            rotation: rng.symmetric(self.max_rotation_deg.to_radians()),
+            brightness: 1.0 + rng.symmetric(self.brightness),
+            contrast: 1.0 + rng.symmetric(self.contrast),
+        })
+    }
+
+    /// Image `index` as epoch `epoch` sees it: augmented, or borrowed unchanged.
+    pub fn apply<'a>(
+        &self,
+        image: &'a RgbImage,
+        seed: u64,
+        epoch: u64,
+        index: u64,
+    ) -> Cow<'a, RgbImage> {
+        match self.draw(seed, epoch, index) {
+            Some(params) => Cow::Owned(apply_params(image, &params)),
+            None => Cow::Borrowed(image),
+        }
+    }
+}
+
+/// Applies one augmentation; the output has the input's size.
+pub fn apply_params(image: &RgbImage, p: &AugmentParams) -> RgbImage {
+    let geometric = warp(image, p);
+    photometric(geometric, p.brightness, p.contrast)
+}
+
+/// Flip, crop and rotation in one inverse mapping with bilinear sampling.
+fn warp(image: &RgbImage, p: &AugmentParams) -> RgbImage {
+    let (w, h) = (image.width(), image.height());
+    if !p.flip && p.crop == [0.0, 0.0, 1.0, 1.0] && p.rotation == 0.0 {
+        return image.clone();
+    }
+    let (wf, hf) = (w as f32, h as f32);
+    let [cx0, cy0, cw, ch] = p.crop;
+    let centre = ((cx0 + cw / 2.0) * wf, (cy0 + ch / 2.0) * hf);
+    let (sin, cos) = p.rotation.sin_cos();
+    let src = image.as_raw();
+    let stride = w as usize * 3;
+    let mut out = RgbImage::new(w, h);
+    let buf: &mut [u8] = &mut out;
+    for oy in 0..h {
+        for ox in 0..w {
+            let mut u = (ox as f32 + 0.5) / wf;
+            let v = (oy as f32 + 0.5) / hf;
+            if p.flip {
+                u = 1.0 - u;
+            }
+            // The point in the crop, then turned about the crop's centre.
+            let qx = (cx0 + u * cw) * wf - centre.0;
+            let qy = (cy0 + v * ch) * hf - centre.1;
+            let sx = centre.0 + cos * qx - sin * qy - 0.5;
+            let sy = centre.1 + sin * qx + cos * qy - 0.5;
+            let pixel = bilinear(src, stride, w, h, sx, sy);
+            let o = (oy as usize * w as usize + ox as usize) * 3;
+            buf[o..o + 3].copy_from_slice(&pixel);
+        }
+    }
+    out
+}
+
+/// Bilinear sample at pixel-centre coordinates, repeating edge pixels outside.
+fn bilinear(src: &[u8], stride: usize, w: u32, h: u32, x: f32, y: f32) -> [u8; 3] {
+    let x = x.clamp(0.0, (w - 1) as f32);
+    let y = y.clamp(0.0, (h - 1) as f32);
+    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+    let (x1, y1) = ((x0 + 1).min(w as usize - 1), (y0 + 1).min(h as usize - 1));
+    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+    let at = |xx: usize, yy: usize, c: usize| src[yy * stride + xx * 3 + c] as f32;
+    [0, 1, 2].map(|c| {
+        let top = at(x0, y0, c) * (1.0 - fx) + at(x1, y0, c) * fx;
+        let bottom = at(x0, y1, c) * (1.0 - fx) + at(x1, y1, c) * fx;
+        (top * (1.0 - fy) + bottom * fy).round().clamp(0.0, 255.0) as u8
+    })
+}
+
+fn luma(p: [u8; 3]) -> f32 {
+    0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32
+}
+
+/// Brightness and contrast on luma, applied to each pixel as one common factor on its
+/// channels (see the module docs).
+fn photometric(mut image: RgbImage, brightness: f32, contrast: f32) -> RgbImage {
+    if brightness == 1.0 && contrast == 1.0 {
+        return image;
+    }
+    let n = (image.width() * image.height()).max(1) as f32;
+    let mean = image.pixels().map(|p| luma(p.0)).sum::<f32>() / n;
+    for px in image.pixels_mut() {
+        let y = luma(px.0);
+        let target = ((mean + contrast * (y - mean)) * brightness).clamp(0.0, 255.0);
+        let max = px.0.iter().copied().max().unwrap_or(0) as f32;
+        if max == 0.0 {
+            // Black has no hue: it may become a grey.
+            let g = target.round() as u8;
+            px.0 = [g, g, g];
+            continue;
+        }
+        let k = (target / y.max(1e-3)).min(255.0 / max);
+        px.0 = px.0.map(|c| (c as f32 * k).round().clamp(0.0, 255.0) as u8);
+    }
+    image
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pure-colour garment (an ellipse with a rectangular body) on a white background.
+    fn garment(colour: [u8; 3]) -> RgbImage {
+        RgbImage::from_fn(64, 64, |x, y| {
+            let (dx, dy) = (x as f32 - 32.0, y as f32 - 30.0);
+            let body = (dx / 18.0).powi(2) + (dy / 24.0).powi(2) <= 1.0
+                || (x > 20 && x < 44 && y > 30 && y < 56);
+            image::Rgb(if body { colour } else { [255, 255, 255] })
+        })
+    }
+
+    /// Hue in degrees and HSV saturation of one pixel.
+    fn hue_saturation(p: [u8; 3]) -> (f32, f32) {
+        let [r, g, b] = p.map(|c| c as f32 / 255.0);
+        let max = r.max(g).max(b);
+        let min = r.min(g).min(b);
+        let d = max - min;
+        if d <= 0.0 {
+            return (0.0, 0.0);
+        }
+        let h = if max == r {
+            60.0 * ((g - b) / d).rem_euclid(6.0)
+        } else if max == g {
+            60.0 * ((b - r) / d + 2.0)
+        } else {
+            60.0 * ((r - g) / d + 4.0)
+        };
+        (h, d / max)
+    }
+
+    /// Circular mean hue (degrees) and mean saturation of the clearly coloured pixels.
+    fn mean_hue(image: &RgbImage) -> (f32, f32) {
+        let (mut s, mut c, mut sat, mut n) = (0.0f32, 0.0f32, 0.0f32, 0usize);
+        for p in image.pixels() {
+            let (h, sv) = hue_saturation(p.0);
+            let v = *p.0.iter().max().unwrap_or(&0) as f32 / 255.0;
+            if sv > 0.3 && v > 0.15 {
+                s += h.to_radians().sin();
+                c += h.to_radians().cos();
+                sat += sv;
+                n += 1;
+            }
+        }
+        assert!(n > 50, "the image has coloured pixels");
+        (s.atan2(c).to_degrees().rem_euclid(360.0), sat / n as f32)
+    }
+
+    fn hue_gap(a: f32, b: f32) -> f32 {
+        let d = (a - b).rem_euclid(360.0);
+        d.min(360.0 - d)
+    }
+
+    #[test]
+    fn mean_hue_is_unchanged_by_any_augmentation() {
+        let cfg = AugmentConfig {
+            probability: 1.0,
+            ..AugmentConfig::default()
+        };
+        let extremes = [
+            AugmentParams {
+                flip: true,
+                ..AugmentParams::identity()
+            },
+            AugmentParams {
+                crop: [0.1, 0.2, 0.8, 0.7],
+                ..AugmentParams::identity()
+            },
+            AugmentParams {
+                rotation: 10f32.to_radians(),
+                ..AugmentParams::identity()
+            },
+            AugmentParams {
+                brightness: 1.15,
+                ..AugmentParams::identity()
+            },
+            AugmentParams {
+                brightness: 0.85,
+                ..AugmentParams::identity()
+            },
+            AugmentParams {
+                contrast: 1.15,
+                ..AugmentParams::identity()
+            },
+            AugmentParams {
+                contrast: 0.85,
+                ..AugmentParams::identity()
+            },
+        ];
+        for colour in [
+            [200, 30, 40],
+            [240, 130, 30],
+            [40, 100, 210],
+            [238, 128, 172],
+            [40, 142, 64],
+            [250, 250, 20],
+        ] {
+            let img = garment(colour);
+            let (hue, sat) = mean_hue(&img);
+            let drawn = (0..40).filter_map(|i| cfg.draw(3, i / 8, i));
+            for params in extremes.iter().cloned().chain(drawn) {
+                let out = apply_params(&img, &params);
+                assert_eq!(out.dimensions(), img.dimensions());
+                let (h2, s2) = mean_hue(&out);
+                assert!(
+                    hue_gap(hue, h2) < 1.5,
+                    "{colour:?} {params:?}: hue {hue} -> {h2}"
+                );
+                assert!(
+                    (sat - s2).abs() < 0.03,
+                    "{colour:?} {params:?}: saturation {sat} -> {s2}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_hue_check_does_catch_a_hue_shift() {
+        // The measure used above must notice a real hue change, or the test proves nothing.
+        let img = garment([200, 30, 40]);
+        let mut shifted = img.clone();
+        for p in shifted.pixels_mut() {
+            p.0 = [p.0[1], p.0[0], p.0[2]]; // swap R and G
+        }
+        assert!(hue_gap(mean_hue(&img).0, mean_hue(&shifted).0) > 30.0);
+    }
+
+    #[test]
+    fn half_the_images_are_augmented_and_draws_are_reproducible() {
+        let cfg = AugmentConfig::default();
+        let n = 4000;
+        let augmented = (0..n).filter(|&i| cfg.draw(9, 2, i).is_some()).count();
+        assert!(
+            (augmented as f32 / n as f32 - 0.5).abs() < 0.03,
+            "{augmented}"
+        );
+        assert_eq!(cfg.draw(9, 2, 17), cfg.draw(9, 2, 17));
+        // A new epoch draws anew.
+        let same = (0..200)
+            .filter(|&i| cfg.draw(9, 1, i) == cfg.draw(9, 2, i))
+            .count();
+        assert!(same < 150, "{same}");
+    }
+
+    #[test]
+    fn identity_and_flip_behave() {
+        let img = garment([200, 30, 40]);
+        assert_eq!(apply_params(&img, &AugmentParams::identity()), img);
+        let mut asym = img.clone();
+        asym.put_pixel(0, 0, image::Rgb([1, 2, 3]));
+        let flipped = apply_params(
+            &asym,
+            &AugmentParams {
+                flip: true,
+                ..AugmentParams::identity()
+            },
+        );
+        assert_eq!(flipped.get_pixel(63, 0).0, [1, 2, 3]);
+        let cfg = AugmentConfig {
+            probability: 0.0,
+            ..AugmentConfig::default()
+        };
+        assert!(matches!(cfg.apply(&img, 1, 1, 1), Cow::Borrowed(_)));
+    }
+}
