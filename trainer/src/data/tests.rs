@@ -137,7 +137,12 @@ fn missing_image_skips_the_row() {
     assert_skipped(&loaded, &report, 2, "missing file");
     // The kept rows stay aligned with their images.
     let ds = Dataset::open(dir.path()).unwrap();
-    let ids: Vec<u64> = loaded.train.select(&ds.train).iter().map(|r| r.id).collect();
+    let ids: Vec<u64> = loaded
+        .train
+        .select(&ds.train)
+        .iter()
+        .map(|r| r.id)
+        .collect();
     assert_eq!(ids, [0, 1, 3, 4]);
     assert_eq!(loaded.train.images.len(), 4);
 }
