@@ -94,7 +94,7 @@ pub fn json(out: &Output) -> serde_json::Value {
     })
 }
 
-/// The keys of a JSON object, in order.
+/// The keys of a JSON object, sorted (serde_json's `Value` keeps them sorted).
 pub fn keys(value: &serde_json::Value) -> Vec<String> {
     value
         .as_object()

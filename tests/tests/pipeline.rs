@@ -24,9 +24,30 @@ fn synth(dir: &Path, per_category: &str, size: &str) {
 /// Tiny training settings: atto at 32 px, head width 32.
 fn tiny_train_args<'a>(data: &'a Path, run: &'a Path, p1: &'a str, p2: &'a str) -> Vec<&'a str> {
     vec![
-        "train", "--data", s(data), "--out", s(run), "--backbone", "atto", "--image-size", "32",
-        "--batch-size", "8", "--head-dim", "32", "--phase1-epochs", p1, "--phase2-epochs", p2,
-        "--categories", "Men Tshirts,Kurtis", "--device", "cpu", "--quiet", "--seed", "5",
+        "train",
+        "--data",
+        s(data),
+        "--out",
+        s(run),
+        "--backbone",
+        "atto",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--head-dim",
+        "32",
+        "--phase1-epochs",
+        p1,
+        "--phase2-epochs",
+        p2,
+        "--categories",
+        "Men Tshirts,Kurtis",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--seed",
+        "5",
     ]
 }
 
@@ -38,11 +59,23 @@ fn synth_train_evaluate_predict_export() {
     let run = root.join("run");
     synth(&data, "40", "48");
     trainer_ok(&tiny_train_args(&data, &run, "1", "1"));
-    for file in ["run.json", "taxonomy.json", "train_log.jsonl", "curves.png", "data_report.csv"] {
+    for file in [
+        "run.json",
+        "taxonomy.json",
+        "train_log.jsonl",
+        "curves.png",
+        "data_report.csv",
+    ] {
         assert!(run.join(file).is_file(), "{file} missing");
     }
     for slug in ["men-tshirts", "kurtis"] {
-        for file in ["best.safetensors", "last.mpk", "model.json", "state.json", "optimizer.mpk"] {
+        for file in [
+            "best.safetensors",
+            "last.mpk",
+            "model.json",
+            "state.json",
+            "optimizer.mpk",
+        ] {
             assert!(run.join(slug).join(file).is_file(), "{slug}/{file} missing");
         }
     }
@@ -53,13 +86,20 @@ fn synth_train_evaluate_predict_export() {
     // evaluate --json: the contract's shape.
     let out = trainer_ok(&["evaluate", "--run", s(&run), "--json", "--device", "cpu"]);
     let v = json(&out);
-    assert_eq!(keys(&v), ["score", "categories"]);
+    assert_eq!(keys(&v), ["categories", "score"]);
+    assert!(
+        out.stdout.starts_with(b"{\"score\":"),
+        "the contract's order"
+    );
     let categories = v["categories"].as_array().unwrap();
     assert_eq!(categories.len(), 2);
     for c in categories {
-        assert_eq!(keys(c), ["name", "score", "attributes"]);
+        assert_eq!(keys(c), ["attributes", "name", "score"]);
         for a in c["attributes"].as_array().unwrap() {
-            assert_eq!(keys(a), ["name", "micro_f1", "macro_f1", "harmonic", "support"]);
+            assert_eq!(
+                keys(a),
+                ["harmonic", "macro_f1", "micro_f1", "name", "support"]
+            );
             let h = a["harmonic"].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&h));
         }
@@ -69,16 +109,30 @@ fn synth_train_evaluate_predict_export() {
 
     // predict --category: labels from the taxonomy, probabilities summing to one.
     let image = data.join("test_images/000000.jpg");
-    let out = trainer_ok(&["predict", "--run", s(&run), "--category", "Men Tshirts", s(&image), "--json", "--device", "cpu"]);
+    let out = trainer_ok(&[
+        "predict",
+        "--run",
+        s(&run),
+        "--category",
+        "Men Tshirts",
+        s(&image),
+        "--json",
+        "--device",
+        "cpu",
+    ]);
     let v = json(&out);
     assert_eq!(keys(&v), ["predictions"]);
     let p = &v["predictions"][0];
-    assert_eq!(keys(p), ["image", "category", "attributes"]);
+    assert_eq!(keys(p), ["attributes", "category", "image"]);
+    assert!(
+        out.stdout.starts_with(b"{\"predictions\":[{\"image\":"),
+        "the contract's order"
+    );
     assert_eq!(p["category"], "Men Tshirts");
     let attrs = p["attributes"].as_array().unwrap();
     assert_eq!(attrs.len(), 5);
     for a in attrs {
-        assert_eq!(keys(a), ["name", "label", "prob", "probs"]);
+        assert_eq!(keys(a), ["label", "name", "prob", "probs"]);
         let probs = a["probs"].as_object().unwrap();
         let total: f64 = probs.values().map(|x| x.as_f64().unwrap()).sum();
         assert!((total - 1.0).abs() < 1e-4);
@@ -87,26 +141,62 @@ fn synth_train_evaluate_predict_export() {
 
     // predict --data --out: a row for every test.csv row.
     let submission = root.join("submission.csv");
-    trainer_ok(&["predict", "--run", s(&run), "--data", s(&data), "--out", s(&submission), "--device", "cpu"]);
+    trainer_ok(&[
+        "predict",
+        "--run",
+        s(&run),
+        "--data",
+        s(&data),
+        "--out",
+        s(&submission),
+        "--device",
+        "cpu",
+    ]);
     let text = std::fs::read_to_string(&submission).unwrap();
-    let test_rows = std::fs::read_to_string(data.join("test.csv")).unwrap().lines().count();
+    let test_rows = std::fs::read_to_string(data.join("test.csv"))
+        .unwrap()
+        .lines()
+        .count();
     assert_eq!(text.lines().count(), test_rows, "header + every test row");
     assert!(text.starts_with("id,Category,len,attr_1,"));
     assert!(!text.contains(",,"), "no blank cell");
 
     // export-web: manifest + weights, sizes as written.
     let web = root.join("web");
-    trainer_ok(&["export-web", "--run", s(&run), "--out", s(&web), "--precision", "f32"]);
+    trainer_ok(&[
+        "export-web",
+        "--run",
+        s(&run),
+        "--out",
+        s(&web),
+        "--precision",
+        "f32",
+    ]);
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(web.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["precision"], "f32");
     for c in manifest["categories"].as_array().unwrap() {
         let file = web.join(c["file"].as_str().unwrap());
-        assert_eq!(std::fs::metadata(&file).unwrap().len(), c["bytes"].as_u64().unwrap());
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().len(),
+            c["bytes"].as_u64().unwrap()
+        );
     }
     let f16 = root.join("web16");
-    trainer_ok(&["export-web", "--run", s(&run), "--out", s(&f16), "--precision", "f16"]);
-    let size = |dir: &Path| std::fs::metadata(dir.join("men-tshirts.safetensors")).unwrap().len();
+    trainer_ok(&[
+        "export-web",
+        "--run",
+        s(&run),
+        "--out",
+        s(&f16),
+        "--precision",
+        "f16",
+    ]);
+    let size = |dir: &Path| {
+        std::fs::metadata(dir.join("men-tshirts.safetensors"))
+            .unwrap()
+            .len()
+    };
     assert!(size(&f16) * 10 < size(&web) * 6, "f16 is about half of f32");
 }
 
@@ -130,8 +220,15 @@ fn resume_after_a_kill_gives_the_uninterrupted_result() {
         .unwrap();
     let state = killed.join("men-tshirts/state.json");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while !state.exists() || std::fs::read_to_string(&state).map(|s| !s.contains("\"epochs_done\": 1")).unwrap_or(true) {
-        assert!(std::time::Instant::now() < deadline, "no checkpoint within 300 s");
+    while !state.exists()
+        || std::fs::read_to_string(&state)
+            .map(|s| !s.contains("\"epochs_done\": 1"))
+            .unwrap_or(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint within 300 s"
+        );
         if child.try_wait().unwrap().is_some() {
             break;
         }
@@ -145,9 +242,22 @@ fn resume_after_a_kill_gives_the_uninterrupted_result() {
     for slug in ["men-tshirts", "kurtis"] {
         let a = std::fs::read(straight.join(slug).join("best.safetensors")).unwrap();
         let b = std::fs::read(killed.join(slug).join("best.safetensors")).unwrap();
-        assert!(a == b, "{slug}: resumed weights differ from the uninterrupted run's");
+        assert!(
+            a == b,
+            "{slug}: resumed weights differ from the uninterrupted run's"
+        );
     }
-    let eval = |run: &Path| json(&trainer_ok(&["evaluate", "--run", s(run), "--json", "--device", "cpu"]))["score"].clone();
+    let eval = |run: &Path| {
+        json(&trainer_ok(&[
+            "evaluate",
+            "--run",
+            s(run),
+            "--json",
+            "--device",
+            "cpu",
+        ]))["score"]
+            .clone()
+    };
     assert_eq!(eval(&straight), eval(&killed));
 }
 
@@ -164,16 +274,49 @@ fn bad_arguments_and_data_give_clear_errors() {
     };
     let missing = root.join("nothing");
     let run = root.join("run");
-    one_line(&["train", "--data", s(&missing), "--out", s(&run), "--device", "cpu"], "nothing");
+    one_line(
+        &[
+            "train",
+            "--data",
+            s(&missing),
+            "--out",
+            s(&run),
+            "--device",
+            "cpu",
+        ],
+        "nothing",
+    );
     one_line(&["train", "--out", s(&run)], "--data");
     let data = root.join("data");
     synth(&data, "8", "32");
     one_line(
-        &["train", "--data", s(&data), "--out", s(&run), "--backbone", "huge", "--device", "cpu"],
+        &[
+            "train",
+            "--data",
+            s(&data),
+            "--out",
+            s(&run),
+            "--backbone",
+            "huge",
+            "--device",
+            "cpu",
+        ],
         "huge",
     );
     one_line(
-        &["train", "--data", s(&data), "--out", s(&run), "--categories", "Jeans", "--device", "cpu", "--image-size", "32"],
+        &[
+            "train",
+            "--data",
+            s(&data),
+            "--out",
+            s(&run),
+            "--categories",
+            "Jeans",
+            "--device",
+            "cpu",
+            "--image-size",
+            "32",
+        ],
         "Jeans",
     );
     one_line(&["evaluate", "--run", s(&missing)], "not a training run");

@@ -125,6 +125,9 @@ pub fn apply_params(image: &RgbImage, p: &AugmentParams) -> RgbImage {
 }
 
 /// Flip, crop and rotation in one inverse mapping with bilinear sampling.
+///
+/// The source point of output pixel `(ox, oy)` is an affine function of it, so each row
+/// starts from its own base point and steps by a constant per pixel.
 fn warp(image: &RgbImage, p: &AugmentParams) -> RgbImage {
     let (w, h) = (image.width(), image.height());
     if !p.flip && p.crop == [0.0, 0.0, 1.0, 1.0] && p.rotation == 0.0 {
@@ -134,43 +137,55 @@ fn warp(image: &RgbImage, p: &AugmentParams) -> RgbImage {
     let [cx0, cy0, cw, ch] = p.crop;
     let centre = ((cx0 + cw / 2.0) * wf, (cy0 + ch / 2.0) * hf);
     let (sin, cos) = p.rotation.sin_cos();
+    // Position in the crop relative to its centre (source pixels), before turning:
+    // qx = qx0 + ox * dqx, qy = (cy0 + v * ch) * hf - centre.1.
+    let (qx0, dqx) = if p.flip {
+        ((cx0 + (1.0 - 0.5 / wf) * cw) * wf - centre.0, -cw)
+    } else {
+        ((cx0 + (0.5 / wf) * cw) * wf - centre.0, cw)
+    };
+    let (step_x, step_y) = (cos * dqx, sin * dqx);
     let src = image.as_raw();
     let stride = w as usize * 3;
+    let (max_x, max_y) = ((w - 1) as f32, (h - 1) as f32);
     let mut out = RgbImage::new(w, h);
     let buf: &mut [u8] = &mut out;
-    for oy in 0..h {
-        for ox in 0..w {
-            let mut u = (ox as f32 + 0.5) / wf;
-            let v = (oy as f32 + 0.5) / hf;
-            if p.flip {
-                u = 1.0 - u;
+    for oy in 0..h as usize {
+        let v = (oy as f32 + 0.5) / hf;
+        let qy = (cy0 + v * ch) * hf - centre.1;
+        // Pixel centres are at integer + 0.5, hence the - 0.5.
+        let mut sx = centre.0 + cos * qx0 - sin * qy - 0.5;
+        let mut sy = centre.1 + sin * qx0 + cos * qy - 0.5;
+        let row = &mut buf[oy * stride..(oy + 1) * stride];
+        for px in row.chunks_exact_mut(3) {
+            // Outside the frame the edge pixels repeat.
+            let (x, y) = (sx.clamp(0.0, max_x), sy.clamp(0.0, max_y));
+            let (x0, y0) = (x as usize, y as usize);
+            let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+            let x1 = if x0 + 1 < w as usize { x0 + 1 } else { x0 };
+            let y1 = if y0 + 1 < h as usize { y0 + 1 } else { y0 };
+            let a = texel(src, y0 * stride + x0 * 3);
+            let b = texel(src, y0 * stride + x1 * 3);
+            let c = texel(src, y1 * stride + x0 * 3);
+            let d = texel(src, y1 * stride + x1 * 3);
+            for k in 0..3 {
+                let top = a[k] + (b[k] - a[k]) * fx;
+                let bottom = c[k] + (d[k] - c[k]) * fx;
+                // Non-negative, so adding 0.5 and truncating rounds (and `as` saturates).
+                px[k] = (top + (bottom - top) * fy + 0.5) as u8;
             }
-            // The point in the crop, then turned about the crop's centre.
-            let qx = (cx0 + u * cw) * wf - centre.0;
-            let qy = (cy0 + v * ch) * hf - centre.1;
-            let sx = centre.0 + cos * qx - sin * qy - 0.5;
-            let sy = centre.1 + sin * qx + cos * qy - 0.5;
-            let pixel = bilinear(src, stride, w, h, sx, sy);
-            let o = (oy as usize * w as usize + ox as usize) * 3;
-            buf[o..o + 3].copy_from_slice(&pixel);
+            sx += step_x;
+            sy += step_y;
         }
     }
     out
 }
 
-/// Bilinear sample at pixel-centre coordinates, repeating edge pixels outside.
-fn bilinear(src: &[u8], stride: usize, w: u32, h: u32, x: f32, y: f32) -> [u8; 3] {
-    let x = x.clamp(0.0, (w - 1) as f32);
-    let y = y.clamp(0.0, (h - 1) as f32);
-    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
-    let (x1, y1) = ((x0 + 1).min(w as usize - 1), (y0 + 1).min(h as usize - 1));
-    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-    let at = |xx: usize, yy: usize, c: usize| src[yy * stride + xx * 3 + c] as f32;
-    [0, 1, 2].map(|c| {
-        let top = at(x0, y0, c) * (1.0 - fx) + at(x1, y0, c) * fx;
-        let bottom = at(x0, y1, c) * (1.0 - fx) + at(x1, y1, c) * fx;
-        (top * (1.0 - fy) + bottom * fy).round().clamp(0.0, 255.0) as u8
-    })
+/// The RGB values at byte offset `at`, as floats.
+#[inline]
+fn texel(src: &[u8], at: usize) -> [f32; 3] {
+    let p: [u8; 3] = src[at..at + 3].try_into().unwrap_or([0; 3]);
+    p.map(f32::from)
 }
 
 fn luma(p: [u8; 3]) -> f32 {
@@ -184,19 +199,30 @@ fn photometric(mut image: RgbImage, brightness: f32, contrast: f32) -> RgbImage 
         return image;
     }
     let n = (image.width() * image.height()).max(1) as f32;
-    let mean = image.pixels().map(|p| luma(p.0)).sum::<f32>() / n;
-    for px in image.pixels_mut() {
-        let y = luma(px.0);
-        let target = ((mean + contrast * (y - mean)) * brightness).clamp(0.0, 255.0);
-        let max = px.0.iter().copied().max().unwrap_or(0) as f32;
-        if max == 0.0 {
+    let buf: &mut [u8] = &mut image;
+    let mean = buf
+        .chunks_exact(3)
+        .map(|p| luma([p[0], p[1], p[2]]))
+        .sum::<f32>()
+        / n;
+    // target = (mean + contrast * (y - mean)) * brightness = gain * y + offset
+    let gain = contrast * brightness;
+    let offset = mean * (1.0 - contrast) * brightness;
+    for px in buf.chunks_exact_mut(3) {
+        let (r, g, b) = (px[0], px[1], px[2]);
+        let max = r.max(g).max(b);
+        let y = luma([r, g, b]);
+        let target = (gain * y + offset).clamp(0.0, 255.0);
+        if max == 0 {
             // Black has no hue: it may become a grey.
-            let g = target.round() as u8;
-            px.0 = [g, g, g];
+            let grey = (target + 0.5) as u8;
+            px.copy_from_slice(&[grey; 3]);
             continue;
         }
-        let k = (target / y.max(1e-3)).min(255.0 / max);
-        px.0 = px.0.map(|c| (c as f32 * k).round().clamp(0.0, 255.0) as u8);
+        let k = (target / y.max(1e-3)).min(255.0 / max as f32);
+        for c in px.iter_mut() {
+            *c = (*c as f32 * k + 0.5) as u8;
+        }
     }
     image
 }

@@ -4,11 +4,13 @@
 //! 1. read + decode + resize (the first epoch, once per image);
 //! 2. augmentation as in training (probability 0.5) and with every image augmented;
 //! 3. normalisation to a CHW float tensor (model-core's `to_chw`);
-//! 4. a later epoch from the in-memory cache: fetch, augment (p = 0.5), normalise.
+//! 4. a later epoch from the in-memory cache: fetch, augment (p = 0.5), normalise;
+//! 5. with a cache folder: building the disk cache (decode, resize, write), checking it
+//!    on a second run (no decoding), and a later epoch read from it.
 
 use crate::augment::AugmentConfig;
 use crate::data::images::load_split;
-use crate::data::{DataError, Dataset, ImageOptions, TRAIN_IMAGES};
+use crate::data::{CacheMode, DataError, Dataset, ImageOptions, TRAIN_IMAGES};
 use model_core::preprocess::PreprocessConfig;
 use rayon::prelude::*;
 use std::fmt;
@@ -21,6 +23,8 @@ pub struct BenchConfig {
     pub limit: usize,
     /// Worker threads; `None` for one per core.
     pub threads: Option<usize>,
+    /// Also time the on-disk cache, in a fresh folder under this one.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +39,8 @@ pub struct BenchReport {
     pub augment_all: f64,
     pub normalise: f64,
     pub cached_epoch: f64,
+    /// Disk cache: (build, check on a later run, epoch read from it), when measured.
+    pub disk: Option<(f64, f64, f64)>,
 }
 
 impl fmt::Display for BenchReport {
@@ -66,9 +72,16 @@ impl fmt::Display for BenchReport {
         )?;
         write!(
             f,
-            "  later epoch from cache          {:8.1}",
+            "  later epoch from memory cache   {:8.1}",
             self.cached_epoch
-        )
+        )?;
+        if let Some((build, check, epoch)) = self.disk {
+            writeln!(f)?;
+            writeln!(f, "  disk cache: build               {build:8.1}")?;
+            writeln!(f, "  disk cache: check on a new run  {check:8.1}")?;
+            write!(f, "  later epoch from disk cache     {epoch:8.1}")?;
+        }
+        Ok(())
     }
 }
 
@@ -161,6 +174,36 @@ fn run(dir: &Path, cfg: &BenchConfig, threads: usize) -> Result<BenchReport, Ben
     // Keep the work from being optimised away.
     std::hint::black_box((sink, sink2, sink3, sink4));
 
+    let disk = match &cfg.cache_dir {
+        None => None,
+        Some(root) => {
+            let folder = root.join(format!("bench-{}", std::process::id()));
+            let opts = ImageOptions {
+                size: cfg.size,
+                cache: CacheMode::Disk(folder.clone()),
+                progress: false,
+            };
+            let start = Instant::now();
+            load_split("train", &images_dir, &ids, &opts)?;
+            let build = rate(ids.len(), start);
+            let start = Instant::now();
+            let (on_disk, _) = load_split("train", &images_dir, &ids, &opts)?;
+            let check = rate(ids.len(), start);
+            let start = Instant::now();
+            let sink5: usize = (0..on_disk.images.len())
+                .into_par_iter()
+                .map(|i| -> Result<usize, DataError> {
+                    let img = on_disk.images.get(i)?;
+                    Ok(pre.to_chw(&training.apply(&img, 0, 3, i as u64)).len())
+                })
+                .sum::<Result<usize, DataError>>()?;
+            let epoch = rate(on_disk.images.len(), start);
+            std::hint::black_box(sink5);
+            let _ = std::fs::remove_dir_all(&folder);
+            Some((build, check, epoch))
+        }
+    };
+
     Ok(BenchReport {
         images: n,
         size: cfg.size,
@@ -171,5 +214,6 @@ fn run(dir: &Path, cfg: &BenchConfig, threads: usize) -> Result<BenchReport, Ben
         augment_all,
         normalise,
         cached_epoch,
+        disk,
     })
 }

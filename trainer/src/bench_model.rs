@@ -58,10 +58,19 @@ impl BackendTask for BenchTask<'_> {
             .with_context(|| format!("unknown backbone {:?}", cfg.backbone))?;
         let taxonomy = Taxonomy::meesho();
         let category = taxonomy.category("Men Tshirts")?;
-        let model_config = GarmentModelConfig::for_category(backbone, HeadConfig::new().with_head_dim(cfg.head_dim), category);
+        let model_config = GarmentModelConfig::for_category(
+            backbone,
+            HeadConfig::new().with_head_dim(cfg.head_dim),
+            category,
+        );
         let model = model_config.init::<B>(&device);
         let parameters = burn::module::Module::num_params(&model);
-        let shape = [cfg.batch_size, 3, cfg.image_size as usize, cfg.image_size as usize];
+        let shape = [
+            cfg.batch_size,
+            3,
+            cfg.image_size as usize,
+            cfg.image_size as usize,
+        ];
         let x = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
         let (mut iterations, mut timed) = (0usize, Duration::ZERO);
         if cfg.train {
@@ -70,7 +79,13 @@ impl BackendTask for BenchTask<'_> {
             let targets: Vec<Tensor<B, 1, Int>> = category
                 .class_counts()
                 .iter()
-                .map(|&c| Tensor::random([cfg.batch_size], Distribution::Uniform(0.0, c as f64), &device))
+                .map(|&c| {
+                    Tensor::random(
+                        [cfg.batch_size],
+                        Distribution::Uniform(0.0, c as f64),
+                        &device,
+                    )
+                })
                 .collect();
             let mask = Tensor::<B, 1>::ones([cfg.batch_size], &device);
             for i in 0.. {
@@ -83,7 +98,13 @@ impl BackendTask for BenchTask<'_> {
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 model = optim.step(1e-4, model, grads);
                 // Reading a parameter back waits for the step to finish on the device.
-                let _: f32 = model.heads[0].classifier.out.bias.as_ref().map(|b| b.val().sum().into_scalar().elem()).unwrap_or(0.0);
+                let _: f32 = model.heads[0]
+                    .classifier
+                    .out
+                    .bias
+                    .as_ref()
+                    .map(|b| b.val().sum().into_scalar().elem())
+                    .unwrap_or(0.0);
                 if i >= cfg.warmup {
                     timed += started.elapsed();
                     iterations += 1;

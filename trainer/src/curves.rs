@@ -30,12 +30,15 @@ fn register_font() -> bool {
 
 /// Reads the log and draws the two panels side by side.
 pub fn draw(log: &Path, out: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(log).with_context(|| format!("{}: cannot read", log.display()))?;
+    let text =
+        std::fs::read_to_string(log).with_context(|| format!("{}: cannot read", log.display()))?;
     let entries: Vec<EpochLog> = text
         .lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{} line {}", log.display(), i + 1)))
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{} line {}", log.display(), i + 1))
+        })
         .collect::<Result<_>>()?;
     if entries.is_empty() {
         return Ok(());
@@ -55,15 +58,26 @@ pub fn draw(log: &Path, out: &Path) -> Result<()> {
         series[idx].1.push((x, e.loss, e.val_score));
     }
     let max_x = series.iter().map(|(_, p)| p.len()).max().unwrap_or(1) as f64;
-    let max_loss = entries.iter().map(|e| e.loss).fold(0.0f64, f64::max).max(1e-3) * 1.05;
+    let max_loss = entries
+        .iter()
+        .map(|e| e.loss)
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.05;
 
     let root = BitMapBackend::new(out, (1200, 500)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(600);
-    let panels = [(left, "training loss", max_loss, 1usize), (right, "validation score", 1.0, 2usize)];
+    let panels = [
+        (left, "training loss", max_loss, 1usize),
+        (right, "validation score", 1.0, 2usize),
+    ];
     for (area, title, top, column) in panels {
         let mut builder = ChartBuilder::on(&area);
-        builder.margin(15).x_label_area_size(35).y_label_area_size(50);
+        builder
+            .margin(15)
+            .x_label_area_size(35)
+            .y_label_area_size(50);
         if with_text {
             builder.caption(title, ("sans-serif", 20));
         }
@@ -78,12 +92,15 @@ pub fn draw(log: &Path, out: &Path) -> Result<()> {
         for (i, (name, points)) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             let line = chart.draw_series(LineSeries::new(
-                points.iter().map(|p| (p.0, if column == 1 { p.1 } else { p.2 })),
+                points
+                    .iter()
+                    .map(|p| (p.0, if column == 1 { p.1 } else { p.2 })),
                 color.stroke_width(2),
             ))?;
             if with_text {
-                line.label(name.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+                line.label(name.clone()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
             }
         }
         if with_text {

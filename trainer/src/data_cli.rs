@@ -124,6 +124,9 @@ pub struct BenchDataArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Also time the on-disk cache, in a scratch folder made (and removed) under this one.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl BenchDataArgs {
@@ -132,6 +135,7 @@ impl BenchDataArgs {
             size: self.size,
             limit: self.limit,
             threads: self.threads,
+            cache_dir: self.cache_dir,
         };
         let report = bench_pipeline(&self.data, &cfg)?;
         println!("{report}");

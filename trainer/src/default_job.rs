@@ -70,16 +70,30 @@ pub fn train_config(args: TrainArgs) -> Result<(TrainConfig, DeviceChoice, bool,
         (None, None) => ("atto".to_string(), ConvNextConfig::atto()),
     };
     let categories = match &args.categories {
-        Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
-        None => Taxonomy::meesho().category_names().iter().map(|s| s.to_string()).collect(),
+        Some(list) => list
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        None => Taxonomy::meesho()
+            .category_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
     };
     let config = TrainConfig {
         data,
         backbone_name,
         backbone,
         pretrained: args.pretrained.clone(),
-        head: HeadConfig::new().with_head_dim(args.head_dim.unwrap_or(if pretrained { 512 } else { 64 })),
-        image_size: args.image_size.unwrap_or(if pretrained { 512 } else { 128 }),
+        head: HeadConfig::new().with_head_dim(args.head_dim.unwrap_or(if pretrained {
+            512
+        } else {
+            64
+        })),
+        image_size: args
+            .image_size
+            .unwrap_or(if pretrained { 512 } else { 128 }),
         batch_size: args.batch_size.unwrap_or(if pretrained { 4 } else { 32 }),
         phase1_epochs: args.phase1_epochs.unwrap_or(10),
         phase2_epochs: args.phase2_epochs.unwrap_or(3),
@@ -104,7 +118,10 @@ fn check(config: &TrainConfig) -> Result<()> {
         bail!("--batch-size must be at least 1");
     }
     if config.image_size < 32 || config.image_size % 32 != 0 {
-        bail!("--image-size {} must be a multiple of 32, at least 32", config.image_size);
+        bail!(
+            "--image-size {} must be a multiple of 32, at least 32",
+            config.image_size
+        );
     }
     if !(config.lr > 0.0 && config.lr.is_finite()) {
         bail!("--lr {} must be positive", config.lr);
@@ -112,7 +129,10 @@ fn check(config: &TrainConfig) -> Result<()> {
     if config.mmd_weight < 0.0 {
         bail!("--mmd-weight must not be negative");
     }
-    config.head.check().map_err(|e| anyhow::anyhow!("--head-dim: {e}"))?;
+    config
+        .head
+        .check()
+        .map_err(|e| anyhow::anyhow!("--head-dim: {e}"))?;
     Ok(())
 }
 
@@ -149,7 +169,11 @@ pub fn run() -> Result<()> {
         mmd: MmdConfig::default(),
         plateau: PlateauConfig::default(),
         augment: AugmentConfig::default(),
-        categories: Taxonomy::meesho().category_names().iter().map(|s| s.to_string()).collect(),
+        categories: Taxonomy::meesho()
+            .category_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         seed: 42,
         val_fraction: 0.1,
     };
@@ -164,8 +188,15 @@ pub fn run() -> Result<()> {
         manifest.categories.len(),
         bytes as f64 / (1024.0 * 1024.0)
     );
-    println!("done in {:.1} min: synthetic score {:.4}", started.elapsed().as_secs_f64() / 60.0, score.score);
-    println!("curves: {}/curves.png; log: {}/train_log.jsonl", DEFAULT_RUN, DEFAULT_RUN);
+    println!(
+        "done in {:.1} min: synthetic score {:.4}",
+        started.elapsed().as_secs_f64() / 60.0,
+        score.score
+    );
+    println!(
+        "curves: {}/curves.png; log: {}/train_log.jsonl",
+        DEFAULT_RUN, DEFAULT_RUN
+    );
     println!("\nTo tag photos in the browser: trunk serve --release (in web/), then open http://127.0.0.1:8080");
     println!("To label a photo here: cargo run --release -p trainer -- predict --run {DEFAULT_RUN} --category \"Men Tshirts\" photo.jpg");
     Ok(())

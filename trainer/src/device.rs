@@ -14,7 +14,9 @@ pub type Cuda = burn::backend::Cuda<f32, i32>;
 pub type Wgpu = burn::backend::Wgpu<f32, i32>;
 
 /// What the user asked for with `--device`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
     /// CUDA if a driver and GPU answer, else a hardware wgpu adapter, else the CPU.
@@ -60,7 +62,9 @@ impl Chosen {
 }
 
 fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// Runs `probe` with panics silenced; true when it returned without panicking. GPU
@@ -107,7 +111,10 @@ fn wgpu_device(hardware_only: bool) -> Option<burn::backend::wgpu::WgpuDevice> {
 fn has_hardware_adapter() -> bool {
     let instance = wgpu::Instance::default();
     // GL is left out: probing it through EGL prints noise on headless machines.
-    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12));
+    let adapters =
+        pollster::block_on(instance.enumerate_adapters(
+            wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12,
+        ));
     adapters
         .iter()
         .any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)

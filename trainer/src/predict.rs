@@ -40,12 +40,18 @@ pub fn logits_rows<B: Backend>(
     let mut out = Vec::with_capacity(inputs.len());
     for chunk in inputs.chunks(BATCH) {
         let n = chunk.len();
-        let x = Tensor::<B, 4>::from_data(TensorData::new(chunk.concat(), [n, 3, size, size]), device);
+        let x =
+            Tensor::<B, 4>::from_data(TensorData::new(chunk.concat(), [n, 3, size, size]), device);
         let heads: Vec<Vec<f32>> = model
             .forward(x)
             .logits
             .into_iter()
-            .map(|l| l.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}")))
+            .map(|l| {
+                l.into_data()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))
+            })
             .collect::<Result<_>>()?;
         for i in 0..n {
             out.push(
@@ -87,13 +93,17 @@ pub fn predict_images(
     let run = Run::open(run_dir)?;
     let spec = run.taxonomy.category(category)?;
     if !run.paths.best(category).exists() {
-        anyhow::bail!("{}: category {category:?} has not been trained", run_dir.display());
+        anyhow::bail!(
+            "{}: category {category:?} has not been trained",
+            run_dir.display()
+        );
     }
     let pre = run.config.preprocess();
     let inputs = images
         .iter()
         .map(|path| {
-            let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
             pre.preprocess_bytes(&bytes)
                 .with_context(|| format!("{}: cannot use this image", path.display()))
         })
@@ -117,7 +127,12 @@ pub fn predict_images(
         })
         .collect();
     if json {
-        println!("{}", serde_json::to_string(&Report { predictions: &predictions })?);
+        println!(
+            "{}",
+            serde_json::to_string(&Report {
+                predictions: &predictions
+            })?
+        );
     } else {
         for p in &predictions {
             println!("{} ({})", p.image, p.category);
@@ -141,7 +156,12 @@ impl BackendTask for SubmissionTask<'_> {
         let test = &self.data.loaded.test;
         let mut predictions = std::collections::HashMap::new();
         for name in self.run.trained_categories() {
-            let Some(index) = dataset.taxonomy.categories.iter().position(|c| c.name == name) else {
+            let Some(index) = dataset
+                .taxonomy
+                .categories
+                .iter()
+                .position(|c| c.name == name)
+            else {
                 continue;
             };
             let images: Vec<usize> = (0..test.rows.len())
@@ -152,7 +172,14 @@ impl BackendTask for SubmissionTask<'_> {
             }
             let model = self.run.load_model::<B>(&name, &device)?.valid();
             let cfg = &self.run.config;
-            let classes = crate::train::predict_classes(&model, &test.images, &images, &cfg.preprocess(), cfg.batch_size * 2, &device)?;
+            let classes = crate::train::predict_classes(
+                &model,
+                &test.images,
+                &images,
+                &cfg.preprocess(),
+                cfg.batch_size * 2,
+                &device,
+            )?;
             for (k, classes) in images.into_iter().zip(classes) {
                 predictions.insert(dataset.test[test.rows[k]].id, classes);
             }
@@ -164,7 +191,12 @@ impl BackendTask for SubmissionTask<'_> {
 /// Writes a submission for every row of the data set's `test.csv`. Rows whose image
 /// cannot be read, or whose category was not trained, get the most frequent training
 /// class of each attribute, with a warning.
-pub fn predict_submission(run_dir: &Path, data: &Path, out: &Path, device_choice: DeviceChoice) -> Result<()> {
+pub fn predict_submission(
+    run_dir: &Path,
+    data: &Path,
+    out: &Path,
+    device_choice: DeviceChoice,
+) -> Result<()> {
     let run = Run::open(run_dir)?;
     let report = out.with_extension("skipped.csv");
     let prepared = crate::run::prepare_data(data, run.config.image_size, &report)?;
@@ -176,9 +208,24 @@ pub fn predict_submission(run_dir: &Path, data: &Path, out: &Path, device_choice
         );
     }
     let chosen = device::choose(device_choice)?;
-    let predictions = device::run_on(&chosen, SubmissionTask { run: &run, data: &prepared })?;
-    let priors = crate::submission::ClassPriors::from_rows(&prepared.dataset.taxonomy, &prepared.dataset.train);
-    let summary = crate::submission::write_submission(out, &prepared.dataset.taxonomy, &prepared.dataset.test, &predictions, &priors)?;
+    let predictions = device::run_on(
+        &chosen,
+        SubmissionTask {
+            run: &run,
+            data: &prepared,
+        },
+    )?;
+    let priors = crate::submission::ClassPriors::from_rows(
+        &prepared.dataset.taxonomy,
+        &prepared.dataset.train,
+    );
+    let summary = crate::submission::write_submission(
+        out,
+        &prepared.dataset.taxonomy,
+        &prepared.dataset.test,
+        &predictions,
+        &priors,
+    )?;
     if !summary.fallback_ids.is_empty() {
         eprintln!(
             "warning: {} test rows had no prediction (unreadable image or untrained category) and got the most frequent classes; see {}",

@@ -1,7 +1,7 @@
 //! The jobs behind the subcommands: train, evaluate, predict and export a run.
 
-use crate::data::{ImageOptions, LoadedData};
 use crate::data::Dataset;
+use crate::data::{ImageOptions, LoadedData};
 use crate::device::{self, BackendTask, Chosen, DeviceChoice};
 use crate::fsutil::{read_json, write_atomic, write_json};
 use crate::train::config::{RunPaths, TrainConfig};
@@ -44,7 +44,13 @@ pub fn prepare_data(dir: &Path, size: u32, report: &Path) -> Result<PreparedData
 impl PreparedData {
     /// The training and validation examples and the unlabelled target images of one
     /// category, split as every command of a run splits them.
-    pub fn category<'a>(&self, taxonomy: &'a Taxonomy, name: &str, seed: u64, val_fraction: f64) -> Result<CategoryData<'a>> {
+    pub fn category<'a>(
+        &self,
+        taxonomy: &'a Taxonomy,
+        name: &str,
+        seed: u64,
+        val_fraction: f64,
+    ) -> Result<CategoryData<'a>> {
         let spec = taxonomy.category(name)?;
         let index = self
             .dataset
@@ -104,12 +110,21 @@ impl BackendTask for TrainTask<'_> {
 
 /// `trainer train`: trains every category of `config` (or resumes), then prints the
 /// validation table and draws the curves.
-pub fn train_run(config: TrainConfig, out: &Path, device_choice: DeviceChoice, resume: bool, quiet: bool) -> Result<Score> {
+pub fn train_run(
+    config: TrainConfig,
+    out: &Path,
+    device_choice: DeviceChoice,
+    resume: bool,
+    quiet: bool,
+) -> Result<Score> {
     let paths = RunPaths::new(out);
     let config = if resume && paths.config().exists() {
         let saved: TrainConfig = read_json(&paths.config())?;
         if saved != config {
-            println!("resuming {} with the settings it was started with", out.display());
+            println!(
+                "resuming {} with the settings it was started with",
+                out.display()
+            );
         }
         saved
     } else {
@@ -127,7 +142,9 @@ pub fn train_run(config: TrainConfig, out: &Path, device_choice: DeviceChoice, r
     let data = prepare_data(&config.data, config.image_size, &paths.data_report())?;
     let taxonomy = data.dataset.taxonomy.clone();
     for name in &config.categories {
-        taxonomy.category(name).with_context(|| format!("--categories: {name:?}"))?;
+        taxonomy
+            .category(name)
+            .with_context(|| format!("--categories: {name:?}"))?;
     }
     write_json(&paths.config(), &config)?;
     write_atomic(&paths.taxonomy(), taxonomy.to_json().as_bytes())?;
@@ -173,11 +190,21 @@ pub fn train_run(config: TrainConfig, out: &Path, device_choice: DeviceChoice, r
             println!("{name}: no training rows; skipped");
             continue;
         }
-        match device::run_on(&chosen, TrainTask { ctx: &ctx, data: &category, index })? {
+        match device::run_on(
+            &chosen,
+            TrainTask {
+                ctx: &ctx,
+                data: &category,
+                index,
+            },
+        )? {
             Outcome::Finished(score) => scores.push(score),
             Outcome::Interrupted => {
                 draw_curves(&paths);
-                bail!("interrupted; continue with: trainer train --out {} --resume", out.display());
+                bail!(
+                    "interrupted; continue with: trainer train --out {} --resume",
+                    out.display()
+                );
             }
         }
     }
@@ -189,7 +216,10 @@ pub fn train_run(config: TrainConfig, out: &Path, device_choice: DeviceChoice, r
 
 fn draw_curves(paths: &RunPaths) {
     if let Err(e) = crate::curves::draw(&paths.log(), &paths.curves()) {
-        eprintln!("warning: could not draw {}: {e:#}", paths.curves().display());
+        eprintln!(
+            "warning: could not draw {}: {e:#}",
+            paths.curves().display()
+        );
     }
 }
 
@@ -208,7 +238,10 @@ fn pretrained_backbone(dir: Option<&Path>, model: GarmentModelConfig) -> Result<
 pub fn print_table(score: &Score) {
     for category in &score.categories {
         println!("\n{}  (score {:.4})", category.name, category.score);
-        println!("  {:<24} {:>8} {:>8} {:>9} {:>8}", "attribute", "micro F1", "macro F1", "harmonic", "support");
+        println!(
+            "  {:<24} {:>8} {:>8} {:>9} {:>8}",
+            "attribute", "micro F1", "macro F1", "harmonic", "support"
+        );
         for a in &category.attributes {
             println!(
                 "  {:<24} {:>8.4} {:>8.4} {:>9.4} {:>8}",
@@ -216,7 +249,11 @@ pub fn print_table(score: &Score) {
             );
         }
     }
-    println!("\noverall score {:.4} over {} categories", score.score, score.categories.len());
+    println!(
+        "\noverall score {:.4} over {} categories",
+        score.score,
+        score.categories.len()
+    );
 }
 
 /// A finished run's settings, taxonomy and trained categories.
@@ -235,8 +272,13 @@ impl Run {
         let config: TrainConfig = read_json(&paths.config())?;
         let text = std::fs::read_to_string(paths.taxonomy())
             .with_context(|| format!("{}: cannot read", paths.taxonomy().display()))?;
-        let taxonomy = Taxonomy::from_json(&text).with_context(|| format!("{}", paths.taxonomy().display()))?;
-        Ok(Self { paths, config, taxonomy })
+        let taxonomy = Taxonomy::from_json(&text)
+            .with_context(|| format!("{}", paths.taxonomy().display()))?;
+        Ok(Self {
+            paths,
+            config,
+            taxonomy,
+        })
     }
 
     /// Categories with trained weights, in run order.
@@ -250,7 +292,11 @@ impl Run {
     }
 
     /// The best weights of `category`, on backend `B`.
-    pub fn load_model<B: burn::tensor::backend::Backend>(&self, category: &str, device: &B::Device) -> Result<GarmentModel<B>> {
+    pub fn load_model<B: burn::tensor::backend::Backend>(
+        &self,
+        category: &str,
+        device: &B::Device,
+    ) -> Result<GarmentModel<B>> {
         let config: GarmentModelConfig = read_json(&self.paths.model_config(category))?;
         train::load_weights(config.init::<B>(device), &self.paths.best(category))
     }
@@ -267,10 +313,19 @@ impl BackendTask for EvaluateTask<'_> {
         let cfg = &self.run.config;
         let mut categories: Vec<CategoryScore> = Vec::new();
         for name in self.run.trained_categories() {
-            let data = self.data.category(&self.run.taxonomy, &name, cfg.seed, cfg.val_fraction)?;
+            let data = self
+                .data
+                .category(&self.run.taxonomy, &name, cfg.seed, cfg.val_fraction)?;
             let model = self.run.load_model::<B>(&name, &device)?.valid();
             let images: Vec<usize> = data.val.iter().map(|e| e.image).collect();
-            let predicted = train::predict_classes(&model, &self.data.loaded.train.images, &images, &cfg.preprocess(), cfg.batch_size * 2, &device)?;
+            let predicted = train::predict_classes(
+                &model,
+                &self.data.loaded.train.images,
+                &images,
+                &cfg.preprocess(),
+                cfg.batch_size * 2,
+                &device,
+            )?;
             let scores = data
                 .spec
                 .attributes
@@ -289,16 +344,32 @@ impl BackendTask for EvaluateTask<'_> {
 }
 
 /// `trainer evaluate`: the validation score of every trained category.
-pub fn evaluate(run_dir: &Path, data: Option<&Path>, json: bool, device_choice: DeviceChoice) -> Result<Score> {
+pub fn evaluate(
+    run_dir: &Path,
+    data: Option<&Path>,
+    json: bool,
+    device_choice: DeviceChoice,
+) -> Result<Score> {
     let run = Run::open(run_dir)?;
     if run.trained_categories().is_empty() {
         bail!("{}: no trained category yet", run_dir.display());
     }
-    let dir = data.map(Path::to_path_buf).unwrap_or_else(|| run.config.data.clone());
-    let report = std::env::temp_dir().join(format!("trainer-evaluate-report-{}.csv", std::process::id()));
+    let dir = data
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| run.config.data.clone());
+    let report = std::env::temp_dir().join(format!(
+        "trainer-evaluate-report-{}.csv",
+        std::process::id()
+    ));
     let prepared = prepare_data(&dir, run.config.image_size, &report)?;
     let chosen = device::choose(device_choice)?;
-    let score = device::run_on(&chosen, EvaluateTask { run: &run, data: &prepared })?;
+    let score = device::run_on(
+        &chosen,
+        EvaluateTask {
+            run: &run,
+            data: &prepared,
+        },
+    )?;
     if json {
         println!("{}", serde_json::to_string(&score)?);
     } else {
@@ -344,5 +415,8 @@ pub fn export_web(run_dir: &Path, out: &Path, precision: Precision) -> Result<We
 
 /// The default data and run folders of the embedded job.
 pub fn default_paths() -> (PathBuf, PathBuf) {
-    (PathBuf::from("work/default-data"), PathBuf::from("work/default-run"))
+    (
+        PathBuf::from("work/default-data"),
+        PathBuf::from("work/default-run"),
+    )
 }

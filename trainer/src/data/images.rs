@@ -106,6 +106,14 @@ pub struct LoadedSplit {
     pub images: ImageStore,
 }
 
+impl LoadedSplit {
+    /// The rows of `all` (e.g. [`super::Dataset::train`]) that have an image, aligned
+    /// with [`Self::images`]: element `k` belongs to `images.get(k)`.
+    pub fn select<'a, T>(&self, all: &'a [T]) -> Vec<&'a T> {
+        self.rows.iter().map(|&i| &all[i]).collect()
+    }
+}
+
 /// Why an image cannot be used.
 fn skip_reason(path: &Path, cfg: &PreprocessConfig) -> Result<RgbImage, String> {
     let bytes = match std::fs::read(path) {

@@ -59,6 +59,9 @@ pub const CATEGORY_PARQUET: &str = "category_attributes.parquet";
 pub const TRAIN_IMAGES: &str = "train_images";
 pub const TEST_IMAGES: &str = "test_images";
 
+/// Above this many bytes of resized images, an in-memory cache gets a warning.
+pub const MEMORY_CACHE_WARNING_BYTES: u64 = 8 << 30;
+
 /// The image file of row `id`: `<id zero-padded to 6 digits>.jpg`.
 pub fn image_file_name(id: u64) -> String {
     format!("{id:06}.jpg")
@@ -319,6 +322,15 @@ impl Dataset {
         opts: &ImageOptions,
         report_path: &Path,
     ) -> Result<LoadedData, DataError> {
+        let bytes = (self.train.len() + self.test.len()) as u64 * (opts.size as u64).pow(2) * 3;
+        if opts.cache == CacheMode::Memory && bytes > MEMORY_CACHE_WARNING_BYTES {
+            eprintln!(
+                "warning: keeping {} images of {} px in memory needs about {:.1} GiB; a disk cache (CacheMode::Disk, --cache-dir) avoids that",
+                self.train.len() + self.test.len(),
+                opts.size,
+                bytes as f64 / (1u64 << 30) as f64
+            );
+        }
         let train_ids: Vec<u64> = self.train.iter().map(|r| r.id).collect();
         let test_ids: Vec<u64> = self.test.iter().map(|r| r.id).collect();
         let (train, train_report) =

@@ -270,6 +270,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reads_a_file_written_by_pyarrow_like_pandas() {
+        // See fixtures/README.md: snappy, dictionary-encoded categories, large strings,
+        // an index column.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/data/fixtures/category_attributes_pyarrow.parquet");
+        let lists = read_category_attributes(&path).unwrap();
+        assert_eq!(
+            lists,
+            CategoryAttributes::of(&model_core::taxonomy::Taxonomy::meesho())
+        );
+    }
+
+    #[test]
+    fn write_then_read_round_trips() {
+        let dir = crate::data::test_support::TempDir::new("parquet_round_trip");
+        let path = dir.path().join("c.parquet");
+        let lists = CategoryAttributes::of(&model_core::taxonomy::Taxonomy::meesho());
+        write_category_attributes(&path, &lists).unwrap();
+        assert_eq!(read_category_attributes(&path).unwrap(), lists);
+    }
+
+    #[test]
     fn python_lists_parse() {
         assert_eq!(
             parse_python_list("['color', \"neck\"]"),

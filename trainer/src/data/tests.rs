@@ -133,8 +133,18 @@ fn assert_skipped(loaded: &LoadedData, report: &str, id: u64, reason: &str) {
 
 #[test]
 fn missing_image_skips_the_row() {
-    let (_dir, loaded, report) = load_with_bad_image("missing", 2, None);
+    let (dir, loaded, report) = load_with_bad_image("missing", 2, None);
     assert_skipped(&loaded, &report, 2, "missing file");
+    // The kept rows stay aligned with their images.
+    let ds = Dataset::open(dir.path()).unwrap();
+    let ids: Vec<u64> = loaded
+        .train
+        .select(&ds.train)
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, [0, 1, 3, 4]);
+    assert_eq!(loaded.train.images.len(), 4);
 }
 
 #[test]

@@ -307,14 +307,11 @@ fn top_parts(t: &TopLook) -> Vec<Part<'_>> {
         }),
     });
     if net {
-        // The seam where the net yoke meets the body.
+        // The seam where the net yoke meets the body, kept inside the body (the
+        // narrower of its half widths at the chest, the waist and the hem).
+        let half = sil.chest.min(sil.waist).min(hem_half) - 0.01;
         parts.push(Part {
-            shape: Shape::rect(
-                -sil.chest - 0.1,
-                yoke_bottom - 0.012,
-                sil.chest + 0.1,
-                yoke_bottom + 0.012,
-            ),
+            shape: Shape::rect(-half, yoke_bottom - 0.012, half, yoke_bottom + 0.012),
             id: 4,
             paint: Box::new(move |p| Some((fabric(p, 0.7), 1.0))),
         });

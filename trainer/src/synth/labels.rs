@@ -818,7 +818,7 @@ fn saree(rng: &mut Rng) -> Sampled {
                 ("ethnic motif", 0.15),
                 ("peacock", 0.08),
                 ("elephant", 0.08),
-                ("applique", 0.07),
+                ("applique", 0.1),
                 ("checked", 0.15),
                 ("botanical", 0.15),
                 ("default", 0.1),
@@ -902,20 +902,20 @@ fn saree(rng: &mut Rng) -> Sampled {
         // The pattern decides how the motif is made: gold thread, tone-on-tone weave,
         // coloured print, or small and sparse.
         let (colour, accent_c, period, size) = match pattern {
-            "zari woven" => (gold, rgb(250, 226, 140), 0.24, 1.0),
+            "zari woven" => (gold, rgb(250, 226, 140), 0.28, 1.0),
             "woven design" => {
                 let tone = if luma(main) > 0.5 { 0.62 } else { 1.6 };
                 (
                     main.map(|v| (v * tone).min(1.0)),
                     main.map(|v| (v * tone * 0.8).min(1.0)),
-                    0.24,
+                    0.28,
                     1.0,
                 )
             }
             "default" => (accent(rng, main), accent(rng, main), 0.3, 0.65),
             _ => {
                 let c = accent(rng, main);
-                (c, accent(rng, c), 0.26, 1.0)
+                (c, accent(rng, c), 0.3, 1.0)
             }
         };
         let period = if kind == MotifKind::Applique {

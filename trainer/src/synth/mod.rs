@@ -474,6 +474,29 @@ mod tests {
     }
 
     #[test]
+    fn images_do_not_depend_on_the_thread_count() {
+        let taxonomy = Taxonomy::meesho();
+        let draw = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                (0..12usize)
+                    .into_par_iter()
+                    .map(|i| {
+                        draw_sample(&taxonomy, i % 5, Domain::Test, i, 24, 9)
+                            .unwrap()
+                            .image
+                            .into_raw()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(draw(1), draw(3));
+    }
+
+    #[test]
     fn labels_are_blanked_in_train_only() {
         let taxonomy = Taxonomy::meesho();
         let sarees = 1;

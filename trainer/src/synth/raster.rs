@@ -336,32 +336,31 @@ impl Canvas {
 }
 
 /// Separable box blur of a single-channel image, in place, clamping at the edges.
+/// Running sums make it cost the same whatever the radius.
 pub fn box_blur(values: &mut [f32], w: usize, h: usize, radius: usize) {
-    if radius == 0 {
+    if radius == 0 || w == 0 || h == 0 {
         return;
     }
-    let mut tmp = vec![0.0f32; values.len()];
     let norm = 1.0 / (2 * radius + 1) as f32;
     let r = radius as isize;
-    for y in 0..h {
-        for x in 0..w {
-            let mut acc = 0.0;
-            for k in -r..=r {
-                let xx = (x as isize + k).clamp(0, w as isize - 1) as usize;
-                acc += values[y * w + xx];
+    // One line of `n` values at `stride` apart, from `start`.
+    let blur_line =
+        |values: &mut [f32], start: usize, n: usize, stride: usize, line: &mut Vec<f32>| {
+            line.clear();
+            line.extend((0..n).map(|k| values[start + k * stride]));
+            let at = |k: isize| line[k.clamp(0, n as isize - 1) as usize];
+            let mut acc: f32 = (-r..=r).map(at).sum();
+            for k in 0..n {
+                values[start + k * stride] = acc * norm;
+                acc += at(k as isize + r + 1) - at(k as isize - r);
             }
-            tmp[y * w + x] = acc * norm;
-        }
+        };
+    let mut line = Vec::with_capacity(w.max(h));
+    for y in 0..h {
+        blur_line(values, y * w, w, 1, &mut line);
     }
-    for y in 0..h {
-        for x in 0..w {
-            let mut acc = 0.0;
-            for k in -r..=r {
-                let yy = (y as isize + k).clamp(0, h as isize - 1) as usize;
-                acc += tmp[yy * w + x];
-            }
-            values[y * w + x] = acc * norm;
-        }
+    for x in 0..w {
+        blur_line(values, x, h, w, &mut line);
     }
 }
 
@@ -406,6 +405,16 @@ mod tests {
             r: 0.1,
         };
         assert!(cap.contains([0.5, 0.05]) && !cap.contains([0.5, 0.2]));
+    }
+
+    #[test]
+    fn box_blur_spreads_and_keeps_the_total() {
+        let mut v = vec![0.0f32; 9 * 9];
+        v[4 * 9 + 4] = 81.0;
+        box_blur(&mut v, 9, 9, 1);
+        assert!((v[4 * 9 + 4] - 9.0).abs() < 1e-4 && (v[3 * 9 + 5] - 9.0).abs() < 1e-4);
+        assert_eq!(v[2 * 9 + 4], 0.0);
+        assert!((v.iter().sum::<f32>() - 81.0).abs() < 1e-3);
     }
 
     #[test]

@@ -164,7 +164,8 @@ pub fn train_category<B: AutodiffBackend>(
     let cfg = ctx.config;
     let name = &data.spec.name;
     let paths = ctx.paths;
-    let model_config = GarmentModelConfig::for_category(cfg.backbone.clone(), cfg.head.clone(), data.spec);
+    let model_config =
+        GarmentModelConfig::for_category(cfg.backbone.clone(), cfg.head.clone(), data.spec);
     let stages = stages(cfg);
     let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
     let mut optim = optimizer_config(cfg).init::<B, GarmentModel<B>>();
@@ -180,27 +181,42 @@ pub fn train_category<B: AutodiffBackend>(
             );
         }
         if state.finished {
-            let score = state.final_score.clone().context("finished state without a score")?;
-            println!("{name}: already trained (validation score {:.4}), skipping", score.score);
+            let score = state
+                .final_score
+                .clone()
+                .context("finished state without a score")?;
+            println!(
+                "{name}: already trained (validation score {:.4}), skipping",
+                score.score
+            );
             return Ok(Outcome::Finished(score));
         }
         let model = load_checkpoint(model_config.init::<B>(device), &paths.last(name), device)?;
         let best = load_weights(model_config.init::<B>(device), &paths.best(name))?;
         if state.epochs_done > 0 {
             let bytes = read(&paths.optimizer(name))?;
-            let record = recorder
-                .load(bytes, device)
-                .with_context(|| format!("{}: not an optimizer checkpoint", paths.optimizer(name).display()))?;
+            let record = recorder.load(bytes, device).with_context(|| {
+                format!(
+                    "{}: not an optimizer checkpoint",
+                    paths.optimizer(name).display()
+                )
+            })?;
             optim = optim.load_record(record);
         }
         println!(
             "{name}: resuming at {} epoch {}",
-            stages.get(state.stage).map(|s| s.0.label()).unwrap_or_else(|| "the end".into()),
+            stages
+                .get(state.stage)
+                .map(|s| s.0.label())
+                .unwrap_or_else(|| "the end".into()),
             state.epochs_done + 1
         );
         (model, best, state)
     } else {
-        B::seed(device, derive_seed(cfg.seed, &[category_index as u64, 0xC0FFEE]));
+        B::seed(
+            device,
+            derive_seed(cfg.seed, &[category_index as u64, 0xC0FFEE]),
+        );
         let mut model = model_config.init::<B>(device);
         if let Some(load) = ctx.pretrained {
             let bytes = load(model_config.clone())?;
@@ -232,21 +248,43 @@ pub fn train_category<B: AutodiffBackend>(
             state.plateau = Plateau::new(cfg.lr, cfg.plateau);
         }
         let rows: Vec<&Example> = match stage {
-            Stage::PhaseOne => data.train.iter().filter(|e| e.labels.iter().all(Option::is_some)).collect(),
-            Stage::PhaseTwo(_) => data.train.iter().filter(|e| e.labels.iter().any(Option::is_some)).collect(),
+            Stage::PhaseOne => data
+                .train
+                .iter()
+                .filter(|e| e.labels.iter().all(Option::is_some))
+                .collect(),
+            Stage::PhaseTwo(_) => data
+                .train
+                .iter()
+                .filter(|e| e.labels.iter().any(Option::is_some))
+                .collect(),
         };
         if rows.is_empty() {
-            println!("{name}: {}: no training row has the labels this stage needs; skipped", stage.label());
+            println!(
+                "{name}: {}: no training row has the labels this stage needs; skipped",
+                stage.label()
+            );
             state.stage += 1;
             state.epochs_done = 0;
             continue;
         }
         while state.epochs_done < epochs {
             let epoch = state.epochs_done;
-            let epoch_seed = derive_seed(cfg.seed, &[category_index as u64, stage.id(), epoch as u64]);
+            let epoch_seed =
+                derive_seed(cfg.seed, &[category_index as u64, stage.id(), epoch as u64]);
             B::seed(device, epoch_seed);
             let started = Instant::now();
-            let (trained, loss) = match run_epoch(ctx, data, &rows, stage, epoch_seed, model, &mut optim, &state.plateau, device)? {
+            let (trained, loss) = match run_epoch(
+                ctx,
+                data,
+                &rows,
+                stage,
+                epoch_seed,
+                model,
+                &mut optim,
+                &state.plateau,
+                device,
+            )? {
                 Some(result) => result,
                 None => return Ok(Outcome::Interrupted),
             };
@@ -279,7 +317,9 @@ pub fn train_category<B: AutodiffBackend>(
             // state last so that it never points at files not yet written.
             save_checkpoint(&model, &paths.last(name))?;
             save_weights(&best, &paths.best(name))?;
-            let bytes = recorder.record(optim.to_record(), ()).context("serialising the optimizer")?;
+            let bytes = recorder
+                .record(optim.to_record(), ())
+                .context("serialising the optimizer")?;
             write_atomic(&paths.optimizer(name), &bytes)?;
             write_json(&state_path, &state)?;
             let images = rows.len() as f64;
@@ -345,9 +385,13 @@ fn save_weights<B: Backend>(model: &GarmentModel<B>, path: &std::path::Path) -> 
 }
 
 /// Loads weights written by this trainer into `model`, naming the file on failure.
-pub fn load_weights<B: Backend>(model: GarmentModel<B>, path: &std::path::Path) -> Result<GarmentModel<B>> {
+pub fn load_weights<B: Backend>(
+    model: GarmentModel<B>,
+    path: &std::path::Path,
+) -> Result<GarmentModel<B>> {
     let bytes = read(path)?;
-    load_safetensors(model, bytes).with_context(|| format!("{}: wrong weights file", path.display()))
+    load_safetensors(model, bytes)
+        .with_context(|| format!("{}: wrong weights file", path.display()))
 }
 
 fn append_log(paths: &RunPaths, log: &EpochLog) -> Result<()> {
@@ -387,7 +431,11 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
         epoch: epoch_seed,
     };
     let batches = order.len().div_ceil(cfg.batch_size);
-    let bar = progress_bar(ctx, batches as u64, &format!("{} {}", data.spec.name, stage.label()));
+    let bar = progress_bar(
+        ctx,
+        batches as u64,
+        &format!("{} {}", data.spec.name, stage.label()),
+    );
     let started = Instant::now();
     let mut loss_sum = 0.0;
     let frozen = model.valid();
@@ -401,9 +449,16 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
         let n = images.len();
         let loss = match stage {
             Stage::PhaseOne => {
-                let src = pixels::<B>(ctx.train_images, &images, Some(augment), &ctx.preprocess, device)?;
+                let src = pixels::<B>(
+                    ctx.train_images,
+                    &images,
+                    Some(augment),
+                    &ctx.preprocess,
+                    device,
+                )?;
                 let (features, target_features) = if use_mmd {
-                    let picked: Vec<usize> = (0..n).map(|i| target[(b * n + i) % target.len()]).collect();
+                    let picked: Vec<usize> =
+                        (0..n).map(|i| target[(b * n + i) % target.len()]).collect();
                     let tgt = pixels::<B>(ctx.test_images, &picked, None, &ctx.preprocess, device)?;
                     let both = model.forward_shared(Tensor::cat(vec![src, tgt], 0));
                     let m = both.dims()[0];
@@ -420,7 +475,13 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
                 loss
             }
             Stage::PhaseTwo(_) => {
-                let src = pixels::<B::InnerBackend>(ctx.train_images, &images, Some(augment), &ctx.preprocess, device)?;
+                let src = pixels::<B::InnerBackend>(
+                    ctx.train_images,
+                    &images,
+                    Some(augment),
+                    &ctx.preprocess,
+                    device,
+                )?;
                 let shared = Tensor::<B, 4>::from_inner(frozen.forward_shared(src));
                 let out = model.forward_heads(shared);
                 heads_loss(&out.logits, &examples, device)?
@@ -428,7 +489,11 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
         };
         let value: f64 = loss.clone().into_scalar().elem::<f64>();
         if !value.is_finite() {
-            bail!("{}: the loss became {value} at batch {}; try a lower --lr", data.spec.name, b + 1);
+            bail!(
+                "{}: the loss became {value} at batch {}; try a lower --lr",
+                data.spec.name,
+                b + 1
+            );
         }
         loss_sum += value;
         let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -448,7 +513,11 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
 use burn::tensor::ElementConversion;
 
 /// Sum over heads of the cross-entropy on the rows labelled for each head.
-fn heads_loss<B: Backend>(logits: &[Tensor<B, 2>], examples: &[&Example], device: &B::Device) -> Result<Tensor<B, 1>> {
+fn heads_loss<B: Backend>(
+    logits: &[Tensor<B, 2>],
+    examples: &[&Example],
+    device: &B::Device,
+) -> Result<Tensor<B, 1>> {
     let mut total = Tensor::<B, 1>::zeros([1], device);
     for (a, logits) in logits.iter().enumerate() {
         let labels: Vec<Option<usize>> = examples.iter().map(|e| e.labels[a]).collect();
@@ -492,7 +561,12 @@ pub fn predict_classes<B: Backend>(
         let per_head: Vec<Vec<usize>> = logits
             .into_iter()
             .map(|l| -> Result<Vec<usize>> {
-                let idx: Vec<i64> = l.argmax(1).into_data().convert::<i64>().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                let idx: Vec<i64> = l
+                    .argmax(1)
+                    .into_data()
+                    .convert::<i64>()
+                    .to_vec()
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 Ok(idx.into_iter().map(|i| i as usize).collect())
             })
             .collect::<Result<_>>()?;
@@ -511,7 +585,14 @@ fn validate<B: Backend>(
     device: &B::Device,
 ) -> Result<Vec<AttributeScore>> {
     let images: Vec<usize> = data.val.iter().map(|e| e.image).collect();
-    let predicted = predict_classes(model, ctx.train_images, &images, &ctx.preprocess, ctx.config.batch_size * 2, device)?;
+    let predicted = predict_classes(
+        model,
+        ctx.train_images,
+        &images,
+        &ctx.preprocess,
+        ctx.config.batch_size * 2,
+        device,
+    )?;
     let mut tallies: Vec<AttributeTally> = data
         .spec
         .attributes
