@@ -2,6 +2,7 @@
 //! layer scale, and a residual connection with stochastic depth.
 
 use super::config::ConvNextConfig;
+use super::norm::{channels_first, per_sample, pointwise};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -10,8 +11,9 @@ use burn::tensor::{activation, backend::Backend, Distribution, Tensor};
 /// One block. Field names follow the Hugging Face checkpoint
 /// (`dwconv`, `layernorm`, `pwconv1`, `pwconv2`, `layer_scale_parameter`).
 ///
-/// The MLP runs channels-last (`[batch, height, width, channels]`), where the two
-/// pointwise convolutions are plain linear layers.
+/// Everything runs on NCHW maps: the LayerNorm reduces over the channel axis and the
+/// two pointwise convolutions, stored as linear layers like the checkpoint's, are
+/// batched matrix products (see [`super::norm`]).
 #[derive(Module, Debug)]
 pub struct Block<B: Backend> {
     pub dwconv: Conv2d<B>,
@@ -23,6 +25,8 @@ pub struct Block<B: Backend> {
     pub layer_scale_parameter: Option<Param<Tensor<B, 1>>>,
     /// Probability of skipping the residual branch for a sample while training.
     pub drop_path: f64,
+    /// Epsilon of `layernorm`.
+    pub eps: f64,
 }
 
 impl<B: Backend> Block<B> {
@@ -53,19 +57,26 @@ impl<B: Backend> Block<B> {
             pwconv2: LinearConfig::new(hidden, channels).init(device),
             layer_scale_parameter,
             drop_path,
+            eps: config.norm_eps,
         }
     }
 
     /// `[batch, channels, height, width]` -> same shape.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let branch = self.dwconv.forward(x.clone()).permute([0, 2, 3, 1]);
-        let branch = self.layernorm.forward(branch);
-        let branch = activation::gelu(self.pwconv1.forward(branch));
-        let mut branch = self.pwconv2.forward(branch);
+        let [batch, channels, height, width] = x.dims();
+        let branch = self.dwconv.forward(x.clone());
+        let branch = channels_first(&self.layernorm, self.eps, branch).reshape([
+            batch,
+            channels,
+            height * width,
+        ]);
+        let branch = activation::gelu(pointwise(&self.pwconv1, branch));
+        let mut branch = pointwise(&self.pwconv2, branch);
         if let Some(scale) = &self.layer_scale_parameter {
-            branch = branch * scale.val().unsqueeze::<4>();
+            branch = branch * per_sample(scale.val(), batch);
         }
-        x + drop_path(branch.permute([0, 3, 1, 2]), self.drop_path)
+        let branch = branch.reshape([batch, channels, height, width]);
+        x + drop_path(branch, self.drop_path)
     }
 }
 

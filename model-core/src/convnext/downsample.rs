@@ -13,6 +13,8 @@ use burn::tensor::{backend::Backend, Tensor};
 pub struct Downsample<B: Backend> {
     pub norm: LayerNorm<B>,
     pub conv: Conv2d<B>,
+    /// Epsilon of `norm`.
+    pub eps: f64,
 }
 
 impl<B: Backend> Downsample<B> {
@@ -30,11 +32,12 @@ impl<B: Backend> Downsample<B> {
             conv: Conv2dConfig::new([in_channels, out_channels], [stride, stride])
                 .with_stride([stride, stride])
                 .init(device),
+            eps,
         }
     }
 
     /// `[batch, in, height, width]` -> `[batch, out, height / stride, width / stride]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.conv.forward(channels_first(&self.norm, x))
+        self.conv.forward(channels_first(&self.norm, self.eps, x))
     }
 }

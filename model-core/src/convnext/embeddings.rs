@@ -13,6 +13,8 @@ use burn::tensor::{backend::Backend, Tensor};
 pub struct Embeddings<B: Backend> {
     pub patch_embeddings: Conv2d<B>,
     pub layernorm: LayerNorm<B>,
+    /// Epsilon of `layernorm`.
+    pub eps: f64,
 }
 
 impl<B: Backend> Embeddings<B> {
@@ -28,11 +30,16 @@ impl<B: Backend> Embeddings<B> {
             layernorm: LayerNormConfig::new(config.hidden_sizes[0])
                 .with_epsilon(config.norm_eps)
                 .init(device),
+            eps: config.norm_eps,
         }
     }
 
     /// `[batch, 3, height, width]` -> `[batch, hidden_sizes[0], height / p, width / p]`.
     pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 4> {
-        channels_first(&self.layernorm, self.patch_embeddings.forward(pixels))
+        channels_first(
+            &self.layernorm,
+            self.eps,
+            self.patch_embeddings.forward(pixels),
+        )
     }
 }
