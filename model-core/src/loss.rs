@@ -207,10 +207,10 @@ fn pairwise_squared_distances<B: Backend>(z: Tensor<B, 2>) -> Tensor<B, 2> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::{Autodiff, NdArray};
+    use burn::backend::{Autodiff, Flex};
 
-    type B = NdArray;
-    type AD = Autodiff<NdArray>;
+    type B = Flex;
+    type AD = Autodiff<Flex>;
 
     fn scalar<Bk: Backend>(t: Tensor<Bk, 1>) -> f32 {
         t.into_data()

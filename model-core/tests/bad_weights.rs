@@ -9,7 +9,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-type B = burn::backend::NdArray<f32>;
+type B = burn::backend::Flex;
 
 /// Copies the fixture's config files into `dir`.
 fn copy_configs(dir: &Path) {

@@ -4,12 +4,12 @@
 
 mod common;
 
-use burn::backend::NdArray;
+use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use common::*;
 use model_core::hf::HfCheckpoint;
 
-type B = NdArray<f32>;
+type B = Flex;
 
 /// transformers' logits and pooled features, matched within this absolute tolerance.
 const TOLERANCE: f32 = 1e-4;

@@ -1,6 +1,6 @@
 //! Shapes, gradients and size of the per-category network.
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::{Distribution, Tensor};
 use model_core::convnext::{block::drop_path, ConvNextConfig};
@@ -9,7 +9,7 @@ use model_core::loss::MaskedTargets;
 use model_core::model::GarmentModelConfig;
 use model_core::taxonomy::Taxonomy;
 
-type B = NdArray<f32>;
+type B = Flex;
 type AB = Autodiff<B>;
 
 fn tiny_model_config(class_counts: Vec<usize>) -> GarmentModelConfig {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 /// The CPU backend used for this command.
-type Cpu = burn::backend::NdArray<f32>;
+type Cpu = burn::backend::Flex;
 
 /// Images run through the network together.
 const BATCH: usize = 8;

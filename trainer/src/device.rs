@@ -1,13 +1,15 @@
 //! Choosing where training and inference run: CUDA, then wgpu, then the CPU.
 
 use anyhow::{bail, Result};
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use std::fmt;
 
-/// The CPU backend.
-pub type Cpu = NdArray<f32>;
+/// The CPU backend: Flex (pure Rust, SIMD, multithreaded), chosen over NdArray on
+/// measurements (BENCHMARKS.md: about 5x the training throughput of NdArray on the
+/// default job's network).
+pub type Cpu = Flex;
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda<f32, i32>;
 #[cfg(feature = "wgpu")]
@@ -43,7 +45,7 @@ impl fmt::Display for Chosen {
             Chosen::Cuda(d) => write!(f, "cuda ({d:?})"),
             #[cfg(feature = "wgpu")]
             Chosen::Wgpu(d) => write!(f, "wgpu ({d:?})"),
-            Chosen::Cpu => write!(f, "cpu (ndarray, {} threads)", rayon_threads()),
+            Chosen::Cpu => write!(f, "cpu (flex, {} threads)", rayon_threads()),
         }
     }
 }
