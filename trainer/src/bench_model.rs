@@ -2,12 +2,11 @@
 //! step with `--train`) on random inputs, and the process's peak memory.
 
 use crate::device::{self, BackendTask, Chosen, DeviceChoice};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
-use model_core::convnext::ConvNextConfig;
 use model_core::heads::HeadConfig;
 use model_core::loss::masked_cross_entropy;
 use model_core::model::GarmentModelConfig;
@@ -54,8 +53,7 @@ impl BackendTask for BenchTask<'_> {
     type Output = Result<(f64, usize, usize)>;
     fn run<B: AutodiffBackend>(self, device: B::Device, _chosen: &Chosen) -> Self::Output {
         let cfg = self.config;
-        let backbone = ConvNextConfig::preset(&cfg.backbone)
-            .with_context(|| format!("unknown backbone {:?}", cfg.backbone))?;
+        let backbone = crate::default_job::backbone_by_name(&cfg.backbone)?;
         let taxonomy = Taxonomy::meesho();
         let category = taxonomy.category("Men Tshirts")?;
         let model_config = GarmentModelConfig::for_category(

@@ -46,7 +46,8 @@ pub struct TrainArgs {
     /// Run directory: checkpoints, logs, curves and the trained models.
     #[arg(long)]
     pub out: PathBuf,
-    /// Backbone preset: atto, femto, pico, nano, tiny, small, base, large, xlarge
+    /// Backbone preset: atto, femto, pico, nano, tiny, small, base, large, xlarge, or
+    /// default-small (the default job's: depths 1,1,2,1, widths 24..192)
     /// [default: base with --pretrained (taken from the checkpoint), atto without].
     #[arg(long)]
     pub backbone: Option<String>,

@@ -41,6 +41,19 @@ pub fn small_backbone() -> ConvNextConfig {
     ConvNextConfig::new(vec![1, 1, 2, 1], vec![24, 48, 96, 192])
 }
 
+/// Name of [`small_backbone`] for `--backbone` (train and bench).
+pub const SMALL_BACKBONE: &str = "default-small";
+
+/// A backbone by name: a ConvNeXt preset or the default job's [`SMALL_BACKBONE`].
+pub fn backbone_by_name(name: &str) -> Result<ConvNextConfig> {
+    if name == SMALL_BACKBONE {
+        return Ok(small_backbone().with_drop_path_rate(0.05));
+    }
+    ConvNextConfig::preset(name).with_context(|| {
+        format!("--backbone {name:?}: unknown (atto, femto, pico, nano, tiny, small, base, large, xlarge, {SMALL_BACKBONE})")
+    })
+}
+
 /// Resolves `trainer train`'s options: the reference design's values when `--pretrained`
 /// is given, small from-scratch values otherwise.
 pub fn train_config(args: TrainArgs) -> Result<(TrainConfig, DeviceChoice, bool, bool, PathBuf)> {
@@ -62,11 +75,7 @@ pub fn train_config(args: TrainArgs) -> Result<(TrainConfig, DeviceChoice, bool,
             }
             ("hf".to_string(), cfg.with_drop_path_rate(0.1))
         }
-        (None, Some(name)) => (
-            name.clone(),
-            ConvNextConfig::preset(name)
-                .with_context(|| format!("--backbone {name:?}: unknown preset (atto, femto, pico, nano, tiny, small, base, large, xlarge)"))?,
-        ),
+        (None, Some(name)) => (name.clone(), backbone_by_name(name)?),
         (None, None) => ("atto".to_string(), ConvNextConfig::atto()),
     };
     let categories = match &args.categories {
@@ -153,8 +162,8 @@ pub fn run() -> Result<()> {
     }
     let config = TrainConfig {
         data: data.clone(),
-        backbone_name: "default-small".into(),
-        backbone: small_backbone().with_drop_path_rate(0.05),
+        backbone_name: SMALL_BACKBONE.into(),
+        backbone: backbone_by_name(SMALL_BACKBONE)?,
         pretrained: None,
         head: HeadConfig::new().with_head_dim(64),
         image_size: synth.size,

@@ -438,7 +438,8 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
     );
     let started = Instant::now();
     let mut loss_sum = 0.0;
-    let frozen = model.valid();
+    // Phase two computes the shared features without gradients, on a frozen copy.
+    let frozen = matches!(stage, Stage::PhaseTwo(_)).then(|| model.valid());
     for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
         if ctx.interrupted.load(Ordering::SeqCst) {
             bar.abandon_with_message("interrupted");
@@ -457,8 +458,10 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
                     device,
                 )?;
                 let (features, target_features) = if use_mmd {
+                    // Walk through the shuffled target images in step with the rows.
+                    let first = b * cfg.batch_size;
                     let picked: Vec<usize> =
-                        (0..n).map(|i| target[(b * n + i) % target.len()]).collect();
+                        (0..n).map(|i| target[(first + i) % target.len()]).collect();
                     let tgt = pixels::<B>(ctx.test_images, &picked, None, &ctx.preprocess, device)?;
                     let both = model.forward_shared(Tensor::cat(vec![src, tgt], 0));
                     let m = both.dims()[0];
@@ -482,6 +485,7 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
                     &ctx.preprocess,
                     device,
                 )?;
+                let frozen = frozen.as_ref().expect("phase two has a frozen copy");
                 let shared = Tensor::<B, 4>::from_inner(frozen.forward_shared(src));
                 let out = model.forward_heads(shared);
                 heads_loss(&out.logits, &examples, device)?
