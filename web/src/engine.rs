@@ -104,6 +104,8 @@ impl<B: Backend> Tagger<B> {
                 },
                 view_size: self.preprocess.size,
                 millis: 0.0,
+                first_run: false,
+                backend: String::new(),
             },
             view_rgba,
         })

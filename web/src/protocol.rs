@@ -137,6 +137,11 @@ pub struct TagResult {
     pub view_size: u32,
     /// Time to tag the photo (decode, resize, normalise, network, read back, labels).
     pub millis: f64,
+    /// What ran the network: the WebGPU adapter's name, or the CPU's.
+    pub backend: String,
+    /// The first photo since the model was loaded: on WebGPU its time includes
+    /// compiling the GPU kernels.
+    pub first_run: bool,
 }
 
 /// Spatial attention of every head, row-major `[height, width]` each.

@@ -753,11 +753,19 @@ fn show_result(app: &App, index: usize) -> Result<(), WebError> {
         .set_attribute("data-json", &prediction_json(result))?;
     dom.result_title
         .set_text_content(Some(&format!("{} — {}", result.image, result.category)));
-    let engine = dom.body.get_attribute("data-adapter").unwrap_or_default();
+    let engine = &result.backend;
     dom.timing
         .set_attribute("data-millis", &result.millis.to_string())?;
-    dom.timing
-        .set_text_content(Some(&format!("{:.1} ms on {engine}", result.millis)));
+    dom.timing.set_text_content(Some(&format!(
+        "{:.1} ms on {engine}{}",
+        result.millis,
+        if result.first_run {
+            " (the first photo after loading a model includes setting it up on \
+                 the device; on WebGPU, compiling its kernels)"
+        } else {
+            ""
+        }
+    )));
 
     // The photo as the network saw it, with the heat map over it.
     let size = result.view_size;
@@ -820,6 +828,7 @@ fn add_history_row(shared: Shared, app: &App, index: usize) -> Result<(), WebErr
     let labels: Vec<&str> = result.attributes.iter().map(|a| a.label.as_str()).collect();
     dom.add(&row, "td", "", &labels.join(" · "))?;
     dom.add(&row, "td", "num", &format!("{:.1} ms", result.millis))?;
+    dom.add(&row, "td", "backend", &result.backend)?;
     dom.history.append_child(&row)?;
     // Clicking a row shows that photo again.
     let target: web_sys::EventTarget = row.into();

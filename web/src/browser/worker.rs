@@ -10,7 +10,7 @@
 //! ([`FromWorker::Crashed`]), which restarts the worker (on the CPU in `auto` mode).
 
 use super::{describe_js, pack, unpack};
-use crate::engine::Tagger;
+use crate::engine::{Tagged, Tagger};
 use crate::protocol::{BackendChoice, BackendKind, FromWorker, ToWorker, WeightsSource};
 use crate::WebError;
 use burn::backend::wgpu::{init_setup_async, RuntimeOptions, WgpuDevice};
@@ -105,6 +105,8 @@ struct Loaded {
     backend: BackendKind,
     model: Model,
     backend_name: String,
+    /// Photos tagged since the model was loaded.
+    tagged: u32,
 }
 
 /// What the worker knows about WebGPU (probed once: Burn sets up one device per
@@ -167,14 +169,14 @@ impl Worker {
             ToWorker::Tag { job, name } => {
                 let bytes = bytes.unwrap_or_default();
                 match self.tag(&name, &bytes).await {
-                    Ok((mut result, view)) => {
-                        result.millis = view.1;
-                        post(
-                            &self.scope,
-                            &FromWorker::Tagged { job, result },
-                            Some(&view.0),
-                        )
-                    }
+                    Ok(tagged) => post(
+                        &self.scope,
+                        &FromWorker::Tagged {
+                            job,
+                            result: tagged.result,
+                        },
+                        Some(&tagged.view_rgba),
+                    ),
                     Err(e) => post(
                         &self.scope,
                         &FromWorker::Failed {
@@ -188,22 +190,22 @@ impl Worker {
         }
     }
 
-    async fn tag(
-        &self,
-        name: &str,
-        bytes: &[u8],
-    ) -> Result<(crate::protocol::TagResult, (Vec<u8>, f64)), WebError> {
+    /// Tags one photo and times it, whole pipeline (decode to labels).
+    async fn tag(&mut self, name: &str, bytes: &[u8]) -> Result<Tagged, WebError> {
+        let start = self.now();
         let loaded = self
             .loaded
-            .as_ref()
+            .as_mut()
             .ok_or_else(|| WebError::Browser("no model is loaded yet".into()))?;
-        let start = self.now();
-        let tagged = match &loaded.model {
+        let mut tagged = match &loaded.model {
             Model::Cpu(tagger) => tagger.tag(name, bytes).await?,
             Model::Gpu(tagger) => tagger.tag(name, bytes).await?,
         };
-        let millis = self.now() - start;
-        Ok((tagged.result, (tagged.view_rgba, millis)))
+        tagged.result.first_run = loaded.tagged == 0;
+        tagged.result.backend = loaded.backend_name.clone();
+        loaded.tagged += 1;
+        tagged.result.millis = self.now() - start;
+        Ok(tagged)
     }
 
     fn now(&self) -> f64 {
@@ -300,6 +302,7 @@ impl Worker {
                 backend,
                 model,
                 backend_name,
+                tagged: 0,
             });
             source
         };
