@@ -2,17 +2,20 @@
 //!
 //! Builds the site with trunk, serves it with a small export on 127.0.0.1, starts
 //! Debian's headless Chromium (WebGPU through SwiftShader) under chromedriver and
-//! drives it over WebDriver:
-//! 1. the page loads the export and reports WebGPU with the adapter's name;
+//! drives it over WebDriver. First the automatic backend choice: WebGPU on a hardware
+//! adapter, else the CPU with a notice (SwiftShader is a software fallback). Then:
+//! 1. WebGPU, chosen with the page's control, runs and the page names the adapter;
 //! 2. photos given to the file input get the labels that native prediction gives for
 //!    the same photo and model, every probability within [`PROB_TOLERANCE`];
-//! 3. forcing the CPU backend (the page's control, then `?backend=cpu`) gives the same;
+//! 3. the CPU backend (the page's control, then `?backend=cpu`) gives the same;
 //! 4. a text file given as a photo shows an error, and the next photo is still tagged;
 //! 5. a second page load takes the weights from Cache Storage (the page says so, and
-//!    the server sees each weight file requested once);
+//!    the server sees the weight file requested once);
 //!
-//! and the page requests nothing outside its origin. It saves a screenshot of the
-//! results and prints the page's time per photo on each backend.
+//! and the page requests nothing outside its origin; in a browser without WebGPU,
+//! `auto` runs on the CPU with a notice and `?backend=webgpu` is a clear error. It
+//! saves a screenshot of the results and prints the page's time per photo on each
+//! backend.
 //!
 //! Needs trunk 0.21.14, wasm-bindgen-cli at the version in Cargo.lock, chromium and
 //! chromedriver (`.ci/run` installs them). Without them the test is skipped with a
@@ -33,8 +36,15 @@ use tests::{synthetic_photo, PredictOutput};
 const PROB_TOLERANCE: f32 = 1e-3;
 /// The category the test tags with (the export holds two).
 const CATEGORY: &str = "Men Tshirts";
-/// How long the page may take to load a model or tag a photo.
-const PAGE_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long the page may take to load a model or tag the photos it was given
+/// (`WEB_E2E_TIMEOUT_S` overrides it, for benchmarks of big models).
+fn page_timeout() -> Duration {
+    let seconds = std::env::var("WEB_E2E_TIMEOUT_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(180);
+    Duration::from_secs(seconds)
+}
 /// Photos tagged per backend to time the page (the first, which compiles shaders, is
 /// left out of the median).
 const BENCH_PHOTOS: usize = 6;
@@ -98,16 +108,33 @@ fn end_to_end(tools: &Tools) -> Result<()> {
     let browser = Browser::start(tools, &work, "chromium-webgpu", true)?;
     let url = format!("http://127.0.0.1:{}/", server.port);
 
-    // 1. Automatic choice: WebGPU, weights from the network.
+    // The automatic choice: WebGPU on a hardware adapter; SwiftShader is a software
+    // fallback, so here it must pick the CPU and say why.
     browser.go(&format!("{url}?backend=auto"))?;
     let state = browser.wait_ready()?;
-    eprintln!("first load: {state}");
-    ensure_eq(&state["backend"], "webgpu", "backend on first load")?;
+    eprintln!("first load (auto): {state}");
+    ensure_eq(&state["weightsSource"], "network", "weights on first load")?;
+    if state["backend"] == "cpu"
+        && !state["messages"]
+            .to_string()
+            .contains("is a software fallback")
+    {
+        bail!("auto chose the CPU without saying why: {state}");
+    }
+
+    // 1. WebGPU, chosen with the page's control; the weights are now in the cache.
+    browser.click("#backend option[value=webgpu]")?;
+    let state = browser.wait_state(|s| s["backend"] == "webgpu" && s["state"] == "ready")?;
+    eprintln!("WebGPU chosen: {state}");
     let adapter = state["adapter"].as_str().unwrap_or_default().to_string();
     if adapter.is_empty() {
         bail!("the page names no WebGPU adapter: {state}");
     }
-    ensure_eq(&state["weightsSource"], "network", "weights on first load")?;
+    ensure_eq(
+        &state["weightsSource"],
+        "cache",
+        "weights after switching backend",
+    )?;
 
     // 2. Photos on WebGPU match native predictions.
     browser.add_files(&photos)?;
@@ -136,7 +163,7 @@ fn end_to_end(tools: &Tools) -> Result<()> {
     std::fs::write(&screenshot, browser.screenshot()?)?;
     eprintln!("screenshot of the results: {}", screenshot.display());
 
-    // 3. The backend control: forcing the CPU gives the same labels.
+    // 3. The backend control back to the CPU gives the same labels.
     browser.click("#backend option[value=cpu]")?;
     let state = browser.wait_state(|s| s["backend"] == "cpu" && s["state"] == "ready")?;
     eprintln!("after choosing the CPU: {state}");
@@ -211,7 +238,8 @@ fn end_to_end(tools: &Tools) -> Result<()> {
 /// Times the page on a model closer to real use than the end-to-end test's:
 /// ConvNeXt-atto with width-128 heads at 224 px and f16 weights by default
 /// (`WEB_BENCH_BACKBONE`, `WEB_BENCH_SIZE`, `WEB_BENCH_HEAD_DIM`, `WEB_BENCH_PRECISION`
-/// change them), on WebGPU and on the CPU, checking the results against native
+/// change them; `WEB_BENCH_BACKENDS` and `WEB_BENCH_PHOTOS` say what is timed), on
+/// WebGPU and on the CPU, checking the results against native
 /// predictions from the same export. Prints the page's median time per photo, the
 /// native binary's, and the export's size in f16 and f32.
 ///
@@ -233,6 +261,9 @@ fn benchmark(tools: &Tools) -> Result<()> {
     );
     let head_dim = var("WEB_BENCH_HEAD_DIM", "128");
     let precision = var("WEB_BENCH_PRECISION", "f16");
+    let backends = var("WEB_BENCH_BACKENDS", "webgpu,cpu");
+    let count: usize = var("WEB_BENCH_PHOTOS", &BENCH_PHOTOS.to_string()).parse()?;
+    let native_repeat = count.max(5);
     let work = work_dir().with_file_name("web-bench");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
@@ -240,7 +271,7 @@ fn benchmark(tools: &Tools) -> Result<()> {
 
     let photo = work.join("photo.png");
     std::fs::write(&photo, synthetic_photo(400, 300, 3))?;
-    let photos: Vec<PathBuf> = (1..=BENCH_PHOTOS)
+    let photos: Vec<PathBuf> = (1..=count)
         .map(|i| {
             let path = work.join(format!("bench-{i}.png"));
             std::fs::copy(&photo, &path).map(|_| path)
@@ -271,14 +302,19 @@ fn benchmark(tools: &Tools) -> Result<()> {
     let native: Value = serde_json::from_slice(&run(Command::new(tool)
         .args(["bench", "--export"])
         .arg(&models)
-        .args(["--category", CATEGORY, "--repeat", "10"])
+        .args([
+            "--category",
+            CATEGORY,
+            "--repeat",
+            &native_repeat.to_string(),
+        ])
         .arg(&photo))?)?;
 
     let server = Server::start(dist, models)?;
     let browser = Browser::start(tools, &work, "chromium", true)?;
     let url = format!("http://127.0.0.1:{}/", server.port);
     let mut lines = Vec::new();
-    for backend in ["webgpu", "cpu"] {
+    for backend in backends.split(',') {
         browser.go(&format!("{url}?backend={backend}"))?;
         let state = browser.wait_ready()?;
         ensure_eq(&state["backend"], backend, "backend")?;
@@ -288,7 +324,7 @@ fn benchmark(tools: &Tools) -> Result<()> {
     }
     eprintln!(
         "BENCH {CATEGORY}, {backbone} backbone, heads {head_dim}, {size} px, {precision} weights: \
-         page {}; native {:.1} ms (median of 10, this build's profile); export {}",
+         page {}; native {:.1} ms (median of {native_repeat}, this build's profile); export {}",
         lines.join(", "),
         native["median_ms"].as_f64().unwrap_or(f64::NAN),
         sizes.join(", ")
@@ -783,7 +819,8 @@ impl Browser {
     }
 
     fn wait_state(&self, done: impl Fn(&Value) -> bool) -> Result<Value> {
-        let deadline = Instant::now() + PAGE_TIMEOUT;
+        let timeout = page_timeout();
+        let deadline = Instant::now() + timeout;
         loop {
             let state = self.state()?;
             if done(&state) {
@@ -797,7 +834,7 @@ impl Browser {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "timed out after {PAGE_TIMEOUT:?}; the page says {state}\nconsole: {}",
+                    "timed out after {timeout:?}; the page says {state}\nconsole: {}",
                     self.console()
                 );
             }

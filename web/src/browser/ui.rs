@@ -627,6 +627,13 @@ fn on_worker_message(shared: &Shared, data: &JsValue) -> Result<(), WebError> {
                     let option = HtmlOptionElement::new_with_text_and_value(name, &i.to_string())?;
                     dom.heat_attribute.add_with_html_option_element(&option)?;
                 }
+                // Notices describe the backend in use: replace the last one's.
+                let stale = dom.messages.query_selector_all("li.notice")?;
+                for i in 0..stale.length() {
+                    if let Some(node) = stale.item(i) {
+                        dom.messages.remove_child(&node)?;
+                    }
+                }
                 if let Some(notice) = notice {
                     app.message("notice", &notice)?;
                 }

@@ -3,11 +3,14 @@
 //! at a time.
 //!
 //! Backend choice: `auto` probes `navigator.gpu.requestAdapter()` and uses Burn's wgpu
-//! backend on WebGPU when an adapter exists, else the ndarray backend (wasm SIMD) with
-//! a notice that says why; `webgpu` and `cpu` force one. The probe runs before Burn
-//! touches WebGPU because Burn panics when no adapter exists, and a panic leaves a
-//! WebAssembly instance unusable; any other panic is reported to the page
-//! ([`FromWorker::Crashed`]), which restarts the worker (on the CPU in `auto` mode).
+//! backend on WebGPU when the browser offers a hardware adapter; with no adapter, or
+//! only a software fallback (`isFallbackAdapter`, e.g. SwiftShader, measured 30 to 120
+//! times slower here than the CPU backend; see BENCHMARKS.md), it runs Burn's ndarray
+//! backend (wasm SIMD) and a notice says why. `webgpu` and `cpu` force one. The probe
+//! runs before Burn touches WebGPU because Burn panics when no adapter exists, and a
+//! panic leaves a WebAssembly instance unusable; any other panic is reported to the
+//! page ([`FromWorker::Crashed`]), which restarts the worker (on the CPU in `auto`
+//! mode).
 
 use super::{describe_js, pack, unpack};
 use crate::engine::{Tagged, Tagger};
@@ -109,12 +112,26 @@ struct Loaded {
     tagged: u32,
 }
 
-/// What the worker knows about WebGPU (probed once: Burn sets up one device per
-/// worker).
+/// What the worker knows about WebGPU (probed once; Burn sets up one device per
+/// worker, the first time WebGPU is used).
 enum Gpu {
     Unknown,
-    Ready { name: String },
-    Unavailable { reason: String },
+    Found {
+        adapter: Adapter,
+        /// Burn's device is set up.
+        ready: bool,
+    },
+    Unavailable {
+        reason: String,
+    },
+}
+
+/// The adapter the browser offers.
+#[derive(Clone)]
+struct Adapter {
+    name: String,
+    /// A software implementation (`GPUAdapterInfo.isFallbackAdapter`).
+    software: bool,
 }
 
 struct Worker {
@@ -236,26 +253,33 @@ impl Worker {
             })?,
         };
 
-        let (backend, notice) = match choice {
-            BackendChoice::Cpu => (BackendKind::Cpu, None),
-            BackendChoice::Webgpu => match self.gpu().await {
-                Ok(_) => (BackendKind::Webgpu, None),
-                Err(reason) => {
-                    return Err(WebError::NoWebGpu(format!(
-                        "WebGPU is not available: {reason}"
-                    )))
-                }
-            },
-            BackendChoice::Auto => match self.gpu().await {
-                Ok(_) => (BackendKind::Webgpu, None),
-                Err(reason) => (
-                    BackendKind::Cpu,
-                    Some(format!(
-                        "WebGPU is not available ({reason}); running on the CPU instead."
-                    )),
-                ),
-            },
+        let (backend, notice) = match (choice, self.adapter().await) {
+            (BackendChoice::Cpu, _) => (BackendKind::Cpu, None),
+            (BackendChoice::Webgpu, Ok(_)) => (BackendKind::Webgpu, None),
+            (BackendChoice::Webgpu, Err(reason)) => {
+                return Err(WebError::NoWebGpu(format!(
+                    "WebGPU is not available: {reason}"
+                )))
+            }
+            (BackendChoice::Auto, Ok(adapter)) if !adapter.software => (BackendKind::Webgpu, None),
+            (BackendChoice::Auto, Ok(adapter)) => (
+                BackendKind::Cpu,
+                Some(format!(
+                    "The only WebGPU adapter here ({}) is a software fallback, much slower \
+                     than the CPU backend: running on the CPU. Choose WebGPU to use it anyway.",
+                    adapter.name
+                )),
+            ),
+            (BackendChoice::Auto, Err(reason)) => (
+                BackendKind::Cpu,
+                Some(format!(
+                    "WebGPU is not available ({reason}); running on the CPU instead."
+                )),
+            ),
         };
+        if backend == BackendKind::Webgpu {
+            self.setup_gpu_device().await;
+        }
         let export = self
             .export
             .as_ref()
@@ -283,7 +307,7 @@ impl Worker {
                 ),
                 BackendKind::Webgpu => {
                     let name = match &self.gpu {
-                        Gpu::Ready { name } => name.clone(),
+                        Gpu::Found { adapter, .. } => adapter.name.clone(),
                         _ => String::from("WebGPU"),
                     };
                     (
@@ -477,25 +501,35 @@ impl Worker {
         Ok(bytes)
     }
 
-    /// WebGPU's adapter name, setting up Burn's device the first time.
-    async fn gpu(&mut self) -> Result<String, String> {
+    /// The browser's WebGPU adapter, or why there is none (asked once).
+    async fn adapter(&mut self) -> Result<Adapter, String> {
         if let Gpu::Unknown = self.gpu {
             self.gpu = match probe_adapter(&self.scope).await {
-                Ok(name) => {
-                    init_setup_async::<burn::backend::wgpu::graphics::WebGpu>(
-                        &WgpuDevice::default(),
-                        RuntimeOptions::default(),
-                    )
-                    .await;
-                    Gpu::Ready { name }
-                }
+                Ok(adapter) => Gpu::Found {
+                    adapter,
+                    ready: false,
+                },
                 Err(reason) => Gpu::Unavailable { reason },
             };
         }
         match &self.gpu {
-            Gpu::Ready { name } => Ok(name.clone()),
+            Gpu::Found { adapter, .. } => Ok(adapter.clone()),
             Gpu::Unavailable { reason } => Err(reason.clone()),
             Gpu::Unknown => Err("not probed".into()),
+        }
+    }
+
+    /// Sets up Burn's WebGPU device, once (after [`Self::adapter`] found one).
+    async fn setup_gpu_device(&mut self) {
+        if let Gpu::Found { ready, .. } = &mut self.gpu {
+            if !*ready {
+                init_setup_async::<burn::backend::wgpu::graphics::WebGpu>(
+                    &WgpuDevice::default(),
+                    RuntimeOptions::default(),
+                )
+                .await;
+                *ready = true;
+            }
         }
     }
 }
@@ -518,7 +552,7 @@ async fn store(cache: &Cache, url: &str, key: &str, bytes: &[u8]) -> Result<(), 
 }
 
 /// Asks the browser for a WebGPU adapter and describes it, or says why there is none.
-async fn probe_adapter(scope: &DedicatedWorkerGlobalScope) -> Result<String, String> {
+async fn probe_adapter(scope: &DedicatedWorkerGlobalScope) -> Result<Adapter, String> {
     let get = |target: &JsValue, key: &str| {
         js_sys::Reflect::get(target, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
     };
@@ -546,12 +580,18 @@ async fn probe_adapter(scope: &DedicatedWorkerGlobalScope) -> Result<String, Str
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
-    Ok(match (description.is_empty(), label.is_empty()) {
+    let name = match (description.is_empty(), label.is_empty()) {
         (false, false) => format!("{description} ({label})"),
         (false, true) => description,
         (true, false) => label,
         (true, true) => "WebGPU adapter".into(),
-    })
+    };
+    // Newer browsers say it in `info`, older ones on the adapter itself.
+    let software = get(&info, "isFallbackAdapter").as_bool().unwrap_or(false)
+        || get(&adapter, "isFallbackAdapter")
+            .as_bool()
+            .unwrap_or(false);
+    Ok(Adapter { name, software })
 }
 
 /// 64-bit FNV-1a: a stable fingerprint of the manifest's text.
