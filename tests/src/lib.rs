@@ -110,156 +110,29 @@ pub fn s(path: &Path) -> &str {
 }
 
 // ---------------------------------------------------------------------------------
-// Synthetic photos and small exported models for the web page's test, made from
-// model-core alone (no data, no downloads).
+// For the web page's end-to-end test.
 
-use anyhow::{Context, Result};
-use burn::backend::NdArray;
-use burn::tensor::backend::Backend;
-use model_core::convnext::ConvNextConfig;
-use model_core::export::{slug, ExportedCategory, WebManifest, FORMAT, MANIFEST_FILE};
-use model_core::heads::HeadConfig;
-use model_core::model::GarmentModelConfig;
-use model_core::predict::{decode, AttributePrediction};
-use model_core::preprocess::PreprocessConfig;
-use model_core::store::{write_safetensors, Precision};
-use model_core::taxonomy::Taxonomy;
-use serde::{Deserialize, Serialize};
-
-/// The CPU backend used for reference predictions.
-pub type Cpu = NdArray<f32>;
-
-/// How a test export is shaped.
-#[derive(Debug, Clone)]
-pub struct ExportSpec {
-    /// Meesho category names.
-    pub categories: Vec<String>,
-    pub backbone: ConvNextConfig,
-    pub head_dim: usize,
-    /// Side of the model input in pixels.
-    pub size: u32,
-    pub precision: Precision,
-    pub seed: u64,
-}
-
-impl ExportSpec {
-    /// A toy export that a browser tags in milliseconds: the `test_tiny` backbone,
-    /// width-32 heads, 64-pixel input.
-    pub fn tiny(categories: &[&str]) -> Self {
-        Self {
-            categories: categories.iter().map(|c| c.to_string()).collect(),
-            backbone: ConvNextConfig::test_tiny(),
-            head_dim: 32,
-            size: 64,
-            precision: Precision::F32,
-            seed: 7,
-        }
-    }
-}
-
-/// Writes `manifest.json` and one `<slug>.safetensors` per category into `out`, with
-/// freshly initialised (seeded) weights, the way `trainer export-web` lays them out.
-pub fn write_export(spec: &ExportSpec, out: &Path) -> Result<WebManifest> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let taxonomy = Taxonomy::meesho();
-    let device = Default::default();
-    let mut categories = Vec::new();
-    for (i, name) in spec.categories.iter().enumerate() {
-        let category = taxonomy.category(name)?;
-        let config = GarmentModelConfig::for_category(
-            spec.backbone.clone(),
-            HeadConfig::new()
-                .with_head_dim(spec.head_dim)
-                .with_spatial_groups(spec.head_dim.min(32)),
-            category,
-        );
-        Cpu::seed(&device, spec.seed + i as u64);
-        let model = config.init::<Cpu>(&device);
-        let bytes = write_safetensors(&model, spec.precision)?;
-        let file = format!("{}.safetensors", slug(name));
-        let path = out.join(&file);
-        std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-        categories.push(ExportedCategory {
-            name: category.name.clone(),
-            attributes: category.attributes.clone(),
-            model: config,
-            file,
-            bytes: bytes.len() as u64,
-        });
-    }
-    let manifest = WebManifest {
-        format: FORMAT.to_string(),
-        precision: spec.precision,
-        preprocess: PreprocessConfig::imagenet(spec.size),
-        categories,
-    };
-    let path = out.join(MANIFEST_FILE);
-    std::fs::write(&path, manifest.to_json())
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(manifest)
-}
-
-/// `trainer predict --json`'s output.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `trainer predict --json`'s output: `{"predictions":[{"image","category","attributes"}]}`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 pub struct PredictOutput {
     pub predictions: Vec<Prediction>,
 }
 
-/// One photo's predictions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One photo's labels.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 pub struct Prediction {
     pub image: String,
     pub category: String,
     pub attributes: Vec<AttributePrediction>,
 }
 
-/// A loaded category of an export, on the CPU.
-pub struct NativeTagger {
-    category: model_core::taxonomy::CategorySpec,
-    preprocess: PreprocessConfig,
-    model: model_core::model::GarmentModel<Cpu>,
-}
-
-impl NativeTagger {
-    /// Loads `category` from the export directory `dir`, as the page does.
-    pub fn load(dir: &Path, category: &str) -> Result<Self> {
-        let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let manifest = WebManifest::from_json(&text)?;
-        let exported = manifest.category(category)?;
-        let weights_path = dir.join(&exported.file);
-        let weights = std::fs::read(&weights_path)
-            .with_context(|| format!("reading {}", weights_path.display()))?;
-        let model = exported.load::<Cpu>(weights, &Default::default())?;
-        Ok(Self {
-            category: manifest.taxonomy()?.category(category)?.clone(),
-            preprocess: manifest.preprocess.clone(),
-            model,
-        })
-    }
-
-    /// The whole pipeline for one encoded photo: decode, resize, normalise, network,
-    /// labels.
-    pub fn predict(&self, image: &str, bytes: &[u8]) -> Result<Prediction> {
-        let chw = self.preprocess.preprocess_bytes(bytes)?;
-        let size = self.preprocess.size as usize;
-        let pixels =
-            burn::tensor::Tensor::<Cpu, 1>::from_floats(chw.as_slice(), &Default::default())
-                .reshape([1, 3, size, size]);
-        let output = self.model.forward(pixels);
-        let rows = output
-            .logits
-            .into_iter()
-            .map(|l| l.into_data().convert::<f32>().into_vec::<f32>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
-        Ok(Prediction {
-            image: image.to_string(),
-            category: self.category.name.clone(),
-            attributes: decode(&self.category, &rows),
-        })
-    }
+/// One attribute's label, its probability and every class's probability.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct AttributePrediction {
+    pub name: String,
+    pub label: String,
+    pub prob: f32,
+    pub probs: std::collections::BTreeMap<String, f32>,
 }
 
 /// A synthetic product photo as PNG bytes: a plain background with a T-shirt-like

@@ -1,14 +1,17 @@
 //! The web page, end to end, in a real browser.
 //!
-//! Builds the site with trunk, serves it with a small export on 127.0.0.1, starts
+//! Builds the site with trunk, serves it with a tiny trained export on 127.0.0.1, starts
 //! Debian's headless Chromium (WebGPU through SwiftShader) under chromedriver and
 //! drives it over WebDriver. First the automatic backend choice: WebGPU on a hardware
 //! adapter, else the CPU with a notice (SwiftShader is a software fallback). Then:
 //! 1. WebGPU, chosen with the page's control, runs and the page names the adapter;
-//! 2. photos given to the file input get the labels that native prediction gives for
-//!    the same photo and model, every probability within [`PROB_TOLERANCE`];
-//! 3. the CPU backend (the page's control, then `?backend=cpu`) gives the same;
-//! 4. a text file given as a photo shows an error, and the next photo is still tagged;
+//! 2. photos dropped on the page get the labels that `trainer predict --json` gives for
+//!    the same photo and model (a tiny run trained by `trainer train`, exported by
+//!    `trainer export-web`), every probability within [`PROB_TOLERANCE`];
+//! 3. the CPU backend (the page's control and the file picker, then `?backend=cpu`)
+//!    gives the same;
+//! 4. a text file dropped as a photo shows an error, and the next photo (pasted) is
+//!    still tagged; a huge photo gets a clear message too;
 //! 5. a second page load takes the weights from Cache Storage (the page says so, and
 //!    the server sees the weight file requested once);
 //!
@@ -30,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tests::{synthetic_photo, PredictOutput};
+use tests::{s, synthetic_photo, trainer_bin, PredictOutput};
 
 /// Largest difference allowed between a probability in the page and natively.
 const PROB_TOLERANCE: f32 = 1e-3;
@@ -49,23 +52,88 @@ fn page_timeout() -> Duration {
 /// left out of the median).
 const BENCH_PHOTOS: usize = 6;
 
-/// Makes the export the page loads and the native predictions it must match.
-///
-/// This is the one place that knows who makes them: today `make_test_export`, which
-/// mirrors the command lines of `trainer export-web` and `trainer predict --json`;
-/// once the trainer has them, call the trainer here instead.
-fn export_and_predict(dir: &Path, category: &str, images: &[PathBuf]) -> Result<PredictOutput> {
-    let tool = env!("CARGO_BIN_EXE_make_test_export");
-    run(Command::new(tool)
-        .args(["export-web", "--out"])
-        .arg(dir)
-        .args(["--precision", "f32"]))?;
-    let out = run(Command::new(tool)
-        .args(["predict", "--export"])
-        .arg(dir)
-        .args(["--category", category, "--json"])
-        .args(images))?;
-    serde_json::from_slice(&out).context("parsing the predictions")
+/// A small run trained by the real trainer, the way a user makes one: `trainer synth`,
+/// then `trainer train` (ConvNeXt-atto, `size` pixels, heads `head_dim` wide, `epochs`
+/// epochs per phase, two categories so that the page's chooser has a choice), on the CPU.
+/// Returns the run folder and the synthetic data set.
+fn train_run(
+    work: &Path,
+    size: &str,
+    head_dim: &str,
+    epochs: &str,
+    per_category: &str,
+) -> Result<(PathBuf, PathBuf)> {
+    let data = work.join("data");
+    let run_dir = work.join("run");
+    trainer(&[
+        "synth",
+        "--out",
+        s(&data),
+        "--train-per-category",
+        per_category,
+        "--test-per-category",
+        "4",
+        "--size",
+        size,
+        "--seed",
+        "3",
+    ])?;
+    trainer(&[
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&run_dir),
+        "--backbone",
+        "atto",
+        "--image-size",
+        size,
+        "--batch-size",
+        "8",
+        "--head-dim",
+        head_dim,
+        "--phase1-epochs",
+        epochs,
+        "--phase2-epochs",
+        epochs,
+        "--categories",
+        &format!("{CATEGORY},Kurtis"),
+        "--device",
+        "cpu",
+        "--quiet",
+        "--seed",
+        "5",
+    ])?;
+    Ok((run_dir, data))
+}
+
+/// `trainer export-web --run RUN --out OUT --precision P`.
+fn export_web(run_dir: &Path, out: &Path, precision: &str) -> Result<()> {
+    trainer(&[
+        "export-web",
+        "--run",
+        s(run_dir),
+        "--out",
+        s(out),
+        "--precision",
+        precision,
+    ])?;
+    Ok(())
+}
+
+/// `trainer predict --run RUN --category C IMAGE... --json` on the CPU: what the page
+/// must match.
+fn predict(run_dir: &Path, category: &str, images: &[PathBuf]) -> Result<PredictOutput> {
+    let mut args = vec!["predict", "--run", s(run_dir), "--category", category];
+    args.extend(images.iter().map(|i| s(i)));
+    args.extend(["--json", "--device", "cpu"]);
+    let out = trainer(&args)?;
+    serde_json::from_slice(&out).context("parsing trainer predict --json")
+}
+
+/// Runs the trainer binary, failing with its stderr.
+fn trainer(args: &[&str]) -> Result<Vec<u8>> {
+    run(Command::new(trainer_bin()).args(args))
 }
 
 #[test]
@@ -85,23 +153,34 @@ fn end_to_end(tools: &Tools) -> Result<()> {
     let dist = build_site(tools, &work)?;
     eprintln!("site built in {:.0?}", started.elapsed());
 
-    // Photos, a text file posing as one, and the native answers.
-    let mut photos = Vec::new();
+    // A tiny trained run, exported for the page in f32 (so the page runs the very
+    // weights `trainer predict` runs).
+    let started_training = Instant::now();
+    let (run_dir, data) = train_run(&work, "64", "32", "1", "24")?;
+    let models = work.join("models");
+    export_web(&run_dir, &models, "f32")?;
+    eprintln!("trained and exported in {:.0?}", started_training.elapsed());
+
+    // Photos: one of the synthetic test set's (square JPEG) and two drawn here (PNG,
+    // not square, so the page's resize is exercised); a text file posing as a photo.
+    let mut photos = vec![work.join("photo-1.jpg")];
+    std::fs::copy(data.join("test_images/000000.jpg"), &photos[0])?;
     for (i, (w, h)) in [(96, 72), (80, 120)].into_iter().enumerate() {
-        let path = work.join(format!("photo-{}.png", i + 1));
+        let path = work.join(format!("photo-{}.png", i + 2));
         std::fs::write(&path, synthetic_photo(w, h, i as u32 + 1))?;
         photos.push(path);
     }
     let bench: Vec<PathBuf> = (1..=BENCH_PHOTOS)
         .map(|i| {
             let path = work.join(format!("bench-{i}.png"));
-            std::fs::copy(&photos[0], &path).map(|_| path)
+            std::fs::copy(&photos[1], &path).map(|_| path)
         })
         .collect::<Result<_, _>>()?;
     let text = work.join("notes.txt");
     std::fs::write(&text, "this is not a photo\n")?;
-    let models = work.join("models");
-    let expected = export_and_predict(&models, CATEGORY, &photos)?;
+    let mut all = photos.clone();
+    all.extend(bench.iter().cloned());
+    let expected = predict(&run_dir, CATEGORY, &all)?;
     check_margins(&expected)?;
 
     let server = Server::start(dist, models.clone())?;
@@ -136,13 +215,14 @@ fn end_to_end(tools: &Tools) -> Result<()> {
         "weights after switching backend",
     )?;
 
-    // 2. Photos on WebGPU match native predictions.
-    browser.add_files(&photos)?;
+    // 2. Photos dropped on the drop zone, tagged on WebGPU, match native predictions.
+    browser.give_files(&photos, "drop")?;
     browser.wait_tagged(photos.len())?;
     compare(&browser.results()?[..photos.len()], &expected, "WebGPU")?;
 
-    // 4. A text file: an error message, then the page still works.
-    browser.add_files(std::slice::from_ref(&text))?;
+    // 4. A text file dropped as a photo: an error message, then the page still works
+    //    (a pasted photo is tagged).
+    browser.give_files(std::slice::from_ref(&text), "drop")?;
     let errors = browser.wait_errors(1)?;
     if !errors
         .iter()
@@ -150,10 +230,26 @@ fn end_to_end(tools: &Tools) -> Result<()> {
     {
         bail!("no clear error for a text file: {errors:?}");
     }
-    browser.add_files(&photos[..1])?;
+    browser.give_files(&photos[..1], "paste")?;
     browser.wait_tagged(photos.len() + 1)?;
     let after = browser.results()?;
-    compare(&after[photos.len()..], &expected, "WebGPU after an error")?;
+    compare(
+        &after[photos.len()..],
+        &expected,
+        "WebGPU after an error (pasted)",
+    )?;
+
+    // A huge photo (a PNG header claiming 20000 x 20000 pixels): a clear message.
+    let huge = work.join("huge.png");
+    std::fs::write(&huge, png_header_only(20_000, 20_000))?;
+    browser.give_files(std::slice::from_ref(&huge), "drop")?;
+    let errors = browser.wait_errors(2)?;
+    if !errors
+        .iter()
+        .any(|e| e.contains("huge.png") && e.contains("over the limit"))
+    {
+        bail!("no clear error for a huge photo: {errors:?}");
+    }
 
     // Time per photo on WebGPU, then the screenshot with a heat map on.
     let gpu_ms = browser.bench(&bench)?;
@@ -237,13 +333,15 @@ fn end_to_end(tools: &Tools) -> Result<()> {
 
 /// Times the page on a model closer to real use than the end-to-end test's:
 /// ConvNeXt-atto with width-128 heads at 224 px and f16 weights by default
-/// (`WEB_BENCH_BACKBONE`, `WEB_BENCH_SIZE`, `WEB_BENCH_HEAD_DIM`, `WEB_BENCH_PRECISION`
-/// change them; `WEB_BENCH_BACKENDS` and `WEB_BENCH_PHOTOS` say what is timed), on
-/// WebGPU and on the CPU, checking the results against native
-/// predictions from the same export. Prints the page's median time per photo, the
-/// native binary's, and the export's size in f16 and f32.
+/// (`WEB_BENCH_SIZE`, `WEB_BENCH_HEAD_DIM`, `WEB_BENCH_PRECISION` change them;
+/// `WEB_BENCH_BACKENDS` and `WEB_BENCH_PHOTOS` say what is timed), on WebGPU and on the
+/// CPU. The run is made by `trainer train` with no epochs (freshly initialised
+/// weights: the time does not depend on them). Prints the page's median time per photo,
+/// `trainer bench`'s for the same network natively on the CPU, and the export's size in
+/// f16 and f32. With f32 weights the page's labels are also checked against
+/// `trainer predict`.
 ///
-/// `cargo test --release -p tests --test web_e2e -- --ignored --nocapture page_benchmark`
+/// `cargo test -p tests --test web_e2e -- --ignored --nocapture page_benchmark`
 #[test]
 #[ignore = "a benchmark: run it by name"]
 fn page_benchmark() {
@@ -255,15 +353,11 @@ fn page_benchmark() {
 
 fn benchmark(tools: &Tools) -> Result<()> {
     let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
-    let (backbone, size) = (
-        var("WEB_BENCH_BACKBONE", "atto"),
-        var("WEB_BENCH_SIZE", "224"),
-    );
+    let size = var("WEB_BENCH_SIZE", "224");
     let head_dim = var("WEB_BENCH_HEAD_DIM", "128");
     let precision = var("WEB_BENCH_PRECISION", "f16");
     let backends = var("WEB_BENCH_BACKENDS", "webgpu,cpu");
     let count: usize = var("WEB_BENCH_PHOTOS", &BENCH_PHOTOS.to_string()).parse()?;
-    let native_repeat = count.max(5);
     let work = work_dir().with_file_name("web-bench");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
@@ -278,37 +372,33 @@ fn benchmark(tools: &Tools) -> Result<()> {
         })
         .collect::<Result<_, _>>()?;
 
-    let tool = env!("CARGO_BIN_EXE_make_test_export");
+    let (run_dir, _) = train_run(&work, &size, &head_dim, "0", "8")?;
     let mut sizes = Vec::new();
     for p in ["f16", "f32"] {
         let dir = work.join(format!("models-{p}"));
-        run(Command::new(tool)
-            .args(["export-web", "--category", CATEGORY, "--out"])
-            .arg(&dir)
-            .args(["--precision", p, "--backbone", &backbone, "--size", &size])
-            .args(["--head-dim", &head_dim]))?;
-        let bytes: u64 = std::fs::read_dir(&dir)?
-            .filter_map(|e| e.ok()?.metadata().ok())
-            .map(|m| m.len())
-            .sum();
+        export_web(&run_dir, &dir, p)?;
+        let bytes = std::fs::metadata(dir.join("men-tshirts.safetensors"))?.len();
         sizes.push(format!("{p} {:.2} MB", bytes as f64 / 1e6));
     }
     let models = work.join(format!("models-{precision}"));
-    let expected: PredictOutput = serde_json::from_slice(&run(Command::new(tool)
-        .args(["predict", "--export"])
-        .arg(&models)
-        .args(["--category", CATEGORY, "--json"])
-        .args(&photos))?)?;
-    let native: Value = serde_json::from_slice(&run(Command::new(tool)
-        .args(["bench", "--export"])
-        .arg(&models)
-        .args([
-            "--category",
-            CATEGORY,
-            "--repeat",
-            &native_repeat.to_string(),
-        ])
-        .arg(&photo))?)?;
+    let expected = predict(&run_dir, CATEGORY, &photos)?;
+    let native: Value = serde_json::from_slice(&trainer(&[
+        "bench",
+        "--backbone",
+        "atto",
+        "--image-size",
+        &size,
+        "--head-dim",
+        &head_dim,
+        "--batch-size",
+        "1",
+        "--device",
+        "cpu",
+        "--seconds",
+        "10",
+        "--json",
+    ])?)?;
+    let native_ms = 1000.0 / native["img_per_s"].as_f64().unwrap_or(f64::NAN);
 
     let server = Server::start(dist, models)?;
     let browser = Browser::start(tools, &work, "chromium", true)?;
@@ -319,14 +409,16 @@ fn benchmark(tools: &Tools) -> Result<()> {
         let state = browser.wait_ready()?;
         ensure_eq(&state["backend"], backend, "backend")?;
         let ms = browser.bench(&photos)?;
-        compare(&browser.results()?, &expected, backend)?;
+        if precision == "f32" {
+            compare(&browser.results()?, &expected, backend)?;
+        }
         lines.push(format!("{backend} ({}) {ms:.1} ms", state["adapter"]));
     }
     eprintln!(
-        "BENCH {CATEGORY}, {backbone} backbone, heads {head_dim}, {size} px, {precision} weights: \
-         page {}; native {:.1} ms (median of {native_repeat}, this build's profile); export {}",
+        "BENCH {CATEGORY}, atto backbone, heads {head_dim}, {size} px, {precision} weights: \
+         page {}; native (trainer bench, batch 1, CPU) {native_ms:.1} ms; \
+         men-tshirts.safetensors {}",
         lines.join(", "),
-        native["median_ms"].as_f64().unwrap_or(f64::NAN),
         sizes.join(", ")
     );
     Ok(())
@@ -334,11 +426,10 @@ fn benchmark(tools: &Tools) -> Result<()> {
 
 /// Where the test works: `target/web-e2e` of the build that runs it.
 fn work_dir() -> PathBuf {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_make_test_export"));
-    // target/<profile>/make_test_export -> target/web-e2e
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|target| target.join("web-e2e"))
+    // target/<profile>/deps/web_e2e-<hash> -> target/web-e2e
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join("web-e2e")))
         .unwrap_or_else(|| std::env::temp_dir().join("web-e2e"))
 }
 
@@ -388,6 +479,42 @@ fn check_margins(expected: &PredictOutput) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A PNG that is only a header (IHDR for `width` x `height`, 8-bit RGB) and an end:
+/// what a photo too large to decode looks like before decoding.
+fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend(kind);
+        out.extend(data);
+        let crc = crc32(&out[start..]);
+        out.extend(crc.to_be_bytes());
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend(width.to_be_bytes());
+    ihdr.extend(height.to_be_bytes());
+    // bit depth 8, colour type 2 (RGB), compression, filter, interlace
+    ihdr.extend([8, 2, 0, 0, 0]);
+    chunk(&mut png, b"IHDR", &ihdr);
+    chunk(&mut png, b"IEND", &[]);
+    png
 }
 
 fn file_name(path: &str) -> &str {
@@ -798,6 +925,51 @@ impl Browser {
             "POST",
             &format!("/element/{id}/value"),
             Some(json!({ "text": text.join("\n") })),
+        )?;
+        Ok(())
+    }
+
+    /// Drops files on the page's drop zone (`how` = "drop"), or pastes them
+    /// (`how` = "paste"), as the browser does for a visitor: a `DataTransfer` holding
+    /// the files' bytes in a `drop` event on the zone or a `paste` event on the page.
+    fn give_files(&self, files: &[PathBuf], how: &str) -> Result<()> {
+        use base64::Engine;
+        let mut list = Vec::new();
+        for file in files {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("photo");
+            let mime = match file.extension().and_then(|e| e.to_str()) {
+                Some("png") => "image/png",
+                Some("jpg" | "jpeg") => "image/jpeg",
+                Some("txt") => "text/plain",
+                _ => "",
+            };
+            list.push(json!([
+                name,
+                mime,
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            ]));
+        }
+        self.command(
+            "POST",
+            "/execute/sync",
+            Some(json!({
+                "script": "const [files, how] = arguments; const dt = new DataTransfer();\
+                   for (const [name, type, data] of files) {\
+                     const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));\
+                     dt.items.add(new File([bytes], name, {type}));\
+                   }\
+                   const init = {bubbles: true, cancelable: true};\
+                   if (how === 'paste') {\
+                     document.dispatchEvent(new ClipboardEvent('paste', {...init, clipboardData: dt}));\
+                   } else {\
+                     const zone = document.getElementById('drop');\
+                     zone.dispatchEvent(new DragEvent('dragover', {...init, dataTransfer: dt}));\
+                     zone.dispatchEvent(new DragEvent('drop', {...init, dataTransfer: dt}));\
+                   }",
+                "args": [list, how],
+            })),
         )?;
         Ok(())
     }
