@@ -281,6 +281,34 @@ fn end_to_end(tools: &Tools) -> Result<()> {
     browser.add_files(&photos)?;
     browser.wait_tagged(photos.len())?;
     compare(&browser.results()?, &expected, "CPU (?backend=cpu)")?;
+
+    // The photos tagged in turn, downloaded as a CSV in the submission format.
+    let csv = browser.csv()?;
+    let lines: Vec<&str> = csv.lines().collect();
+    let header = format!(
+        "id,Category,len,{}",
+        (1..=10)
+            .map(|k| format!("attr_{k}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    ensure_eq(&json!(lines.first()), &header, "the CSV's header")?;
+    if lines.len() != photos.len() + 1 {
+        bail!("the CSV should hold one row per tagged photo: {csv}");
+    }
+    let first = &expected.predictions[0];
+    let mut want = vec![
+        "photo-1".to_string(),
+        CATEGORY.into(),
+        first.attributes.len().to_string(),
+    ];
+    want.extend(first.attributes.iter().map(|a| a.label.clone()));
+    want.resize(13, "dummy_value".into());
+    ensure_eq(
+        &json!(lines[1]),
+        &want.join(","),
+        "the CSV row of photo-1.jpg",
+    )?;
     let cpu_ms = browser.bench(&bench)?;
     let requests = server.requests();
     let downloads = requests
@@ -972,6 +1000,30 @@ impl Browser {
             })),
         )?;
         Ok(())
+    }
+
+    /// Clicks "Download CSV" and returns the CSV text the page made (caught as the
+    /// blob the page hands to `URL.createObjectURL`).
+    fn csv(&self) -> Result<String> {
+        self.execute(
+            "window.csvBlobs = []; const make = URL.createObjectURL;\
+             URL.createObjectURL = b => { window.csvBlobs.push(b); return make.call(URL, b); };\
+             return true;",
+        )?;
+        self.click("#csv")?;
+        let text = self.command(
+            "POST",
+            "/execute/async",
+            Some(json!({
+                "script": "const done = arguments[arguments.length - 1];\
+                   const blob = window.csvBlobs.pop();\
+                   if (blob) { blob.text().then(done); } else { done(null); }",
+                "args": [],
+            })),
+        )?;
+        text.as_str()
+            .map(str::to_string)
+            .context("the page made no CSV")
     }
 
     fn screenshot(&self) -> Result<Vec<u8>> {
