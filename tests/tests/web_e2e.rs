@@ -442,6 +442,12 @@ fn benchmark(tools: &Tools) -> Result<()> {
         }
         lines.push(format!("{backend} ({}) {ms:.1} ms", state["adapter"]));
     }
+    // A screenshot at a real input size, where the heat map has cells to show.
+    browser.click("#history tr:first-child")?;
+    browser.click("#heat-toggle")?;
+    let screenshot = work.join("results.png");
+    std::fs::write(&screenshot, browser.screenshot()?)?;
+    eprintln!("screenshot of the results: {}", screenshot.display());
     eprintln!(
         "BENCH {CATEGORY}, atto backbone, heads {head_dim}, {size} px, {precision} weights: \
          page {}; native (trainer bench, batch 1, CPU) {native_ms:.1} ms; \
@@ -509,7 +515,8 @@ fn check_margins(expected: &PredictOutput) -> Result<()> {
     Ok(())
 }
 
-/// A PNG that is only a header (IHDR for `width` x `height`, 8-bit RGB) and an end:
+/// A PNG that is only a header (IHDR for `width` x `height`, 8-bit RGB), the first bytes
+/// of its image data and an end:
 /// what a photo too large to decode looks like before decoding.
 fn png_header_only(width: u32, height: u32) -> Vec<u8> {
     fn crc32(bytes: &[u8]) -> u32 {
@@ -541,6 +548,8 @@ fn png_header_only(width: u32, height: u32) -> Vec<u8> {
     // bit depth 8, colour type 2 (RGB), compression, filter, interlace
     ihdr.extend([8, 2, 0, 0, 0]);
     chunk(&mut png, b"IHDR", &ihdr);
+    // The start of a zlib stream: decoders read the size when the image data begins.
+    chunk(&mut png, b"IDAT", &[0x78, 0x9c]);
     chunk(&mut png, b"IEND", &[]);
     png
 }
