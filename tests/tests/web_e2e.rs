@@ -50,7 +50,7 @@ fn page_timeout() -> Duration {
 }
 /// Photos tagged per backend to time the page (the first, which compiles shaders, is
 /// left out of the median).
-const BENCH_PHOTOS: usize = 6;
+const BENCH_PHOTOS: usize = 4;
 
 /// A small run trained by the real trainer, the way a user makes one: `trainer synth`,
 /// then `trainer train` (ConvNeXt-atto, `size` pixels, heads `head_dim` wide, `epochs`
@@ -156,7 +156,7 @@ fn end_to_end(tools: &Tools) -> Result<()> {
     // A tiny trained run, exported for the page in f32 (so the page runs the very
     // weights `trainer predict` runs).
     let started_training = Instant::now();
-    let (run_dir, data) = train_run(&work, "64", "32", "1", "24")?;
+    let (run_dir, data) = train_run(&work, "128", "32", "1", "24")?;
     let models = work.join("models");
     export_web(&run_dir, &models, "f32")?;
     eprintln!("trained and exported in {:.0?}", started_training.elapsed());
