@@ -108,3 +108,58 @@ pub fn keys(value: &serde_json::Value) -> Vec<String> {
 pub fn s(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
 }
+
+// ---------------------------------------------------------------------------------
+// For the web page's end-to-end test.
+
+/// `trainer predict --json`'s output: `{"predictions":[{"image","category","attributes"}]}`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct PredictOutput {
+    pub predictions: Vec<Prediction>,
+}
+
+/// One photo's labels.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct Prediction {
+    pub image: String,
+    pub category: String,
+    pub attributes: Vec<AttributePrediction>,
+}
+
+/// One attribute's label, its probability and every class's probability.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct AttributePrediction {
+    pub name: String,
+    pub label: String,
+    pub prob: f32,
+    pub probs: std::collections::BTreeMap<String, f32>,
+}
+
+/// A synthetic product photo as PNG bytes: a plain background with a T-shirt-like
+/// shape in a colour that depends on `seed`, and a printed stripe. Not square, so the
+/// page's crop is exercised.
+pub fn synthetic_photo(width: u32, height: u32, seed: u32) -> Vec<u8> {
+    let colour = [
+        (40 + seed * 67 % 200) as u8,
+        (30 + seed * 113 % 200) as u8,
+        (60 + seed * 29 % 180) as u8,
+    ];
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        let (fx, fy) = (x as f32 / width as f32, y as f32 / height as f32);
+        let body = (0.3..0.7).contains(&fx) && (0.25..0.95).contains(&fy);
+        let sleeves = (0.15..0.85).contains(&fx) && (0.25..0.45).contains(&fy);
+        let stripe = (0.55..0.62).contains(&fy);
+        if (body && stripe) || ((body || sleeves) && (x + y) % 9 == 0) {
+            image::Rgb([250, 250, 250])
+        } else if body || sleeves {
+            image::Rgb(colour)
+        } else {
+            image::Rgb([236, 234, 230])
+        }
+    });
+    let mut png = Vec::new();
+    image::DynamicImage::ImageRgb8(image)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("encoding a PNG in memory cannot fail");
+    png
+}

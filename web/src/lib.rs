@@ -1,46 +1,48 @@
-//! The web page's WebAssembly side. For now it exposes what model-core already offers
-//! the page (the built-in taxonomy, image preprocessing, a forward pass on the CPU
-//! backend), so that the shared code is compiled for `wasm32-unknown-unknown` from the
-//! start; the page itself arrives with the web-demo work.
+//! The web page: tags a garment photo in the visitor's browser with a model exported by
+//! `trainer export-web`, on the GPU through WebGPU or on the CPU, and never sends the
+//! photo anywhere.
+//!
+//! Two WebAssembly programs, both built by trunk from `static/index.html`:
+//! - `app` (the page): category and backend controls, drop zone, file picker and paste,
+//!   the results with confidence bars and an attention heat map, the CSV download.
+//! - `worker` (a dedicated web worker, so the page stays responsive while the network
+//!   runs): reads the manifest, downloads the weights with progress into Cache Storage,
+//!   picks the backend, runs the network.
+//!
+//! They talk through the serde messages of [`protocol`]. The platform-independent parts
+//! ([`engine`], [`protocol`], [`submission`]) build natively too and are tested there on
+//! the ndarray backend; [`browser`] exists only on wasm32.
 
-use burn::backend::NdArray;
-use burn::tensor::{Distribution, Tensor};
-use model_core::convnext::ConvNextConfig;
-use model_core::heads::HeadConfig;
-use model_core::model::GarmentModelConfig;
-use model_core::preprocess::PreprocessConfig;
-use model_core::taxonomy::Taxonomy;
-use wasm_bindgen::prelude::*;
+pub mod engine;
+pub mod protocol;
+pub mod submission;
 
-/// The built-in taxonomy as JSON (categories, attributes, classes).
-#[wasm_bindgen]
-pub fn taxonomy_json() -> String {
-    Taxonomy::meesho().to_json()
+#[cfg(target_arch = "wasm32")]
+pub mod browser;
+
+use model_core::export::ExportError;
+use model_core::preprocess::PreprocessError;
+
+/// Largest photo file the page accepts, in bytes; bigger files are refused before they
+/// are read (model-core separately refuses images over its pixel limit).
+pub const MAX_FILE_BYTES: f64 = 50.0 * 1024.0 * 1024.0;
+
+/// Why the page or the worker could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error(transparent)]
+    Image(#[from] PreprocessError),
+    #[error("{0}")]
+    NoWebGpu(String),
+    #[error("{0}")]
+    Browser(String),
 }
 
-/// Decodes and normalises a photo for a model of input side `size`; returns CHW floats.
-#[wasm_bindgen]
-pub fn preprocess(bytes: &[u8], size: u32) -> Result<Vec<f32>, JsError> {
-    PreprocessConfig::imagenet(size)
-        .preprocess_bytes(bytes)
-        .map_err(|e| JsError::new(&e.to_string()))
-}
-
-/// Runs a freshly initialised toy model for `category` on a random input and returns the
-/// number of heads: a smoke test that the network runs in the browser.
-#[wasm_bindgen]
-pub fn smoke_heads(category: &str) -> Result<usize, JsError> {
-    let taxonomy = Taxonomy::meesho();
-    let spec = taxonomy
-        .category(category)
-        .map_err(|e| JsError::new(&e.to_string()))?;
-    let device = Default::default();
-    let model = GarmentModelConfig::for_category(
-        ConvNextConfig::test_tiny(),
-        HeadConfig::new().with_head_dim(32),
-        spec,
-    )
-    .init::<NdArray<f32>>(&device);
-    let pixels = Tensor::random([1, 3, 32, 32], Distribution::Default, &device);
-    Ok(model.forward(pixels).logits.len())
+#[cfg(target_arch = "wasm32")]
+impl From<wasm_bindgen::JsValue> for WebError {
+    fn from(value: wasm_bindgen::JsValue) -> Self {
+        WebError::Browser(browser::describe_js(&value))
+    }
 }
