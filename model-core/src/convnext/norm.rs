@@ -29,11 +29,11 @@ pub fn channels_first<B: Backend>(norm: &LayerNorm<B>, eps: f64, x: Tensor<B, 4>
 }
 
 /// A per-channel vector `[channels]` as `[batch, channels, 1]`, stored (not a
-/// broadcast view), to scale or shift `[batch, channels, positions]`. Some CPU backends
-/// (Flex) have a fast path for an operand that is constant along the trailing axes and
-/// contiguous along the leading ones, and take a much slower strided path for a
-/// `[1, channels, 1]` operand broadcast over the batch; copying the few values per
-/// sample is far cheaper than that.
+/// broadcast view), to scale or shift `[batch, channels, positions]`. Flex has a fast
+/// path for an operand that is constant along the trailing axes and contiguous along
+/// the leading ones, and a much slower strided path for a `[1, channels, 1]` operand
+/// broadcast over the batch; the copy costs a few values per sample. (Measured as part
+/// of the NCHW change in BENCHMARKS.md, not on its own.)
 pub fn per_sample<B: Backend>(values: Tensor<B, 1>, batch: usize) -> Tensor<B, 3> {
     let channels = values.dims()[0];
     values.reshape([1, channels, 1]).repeat_dim(0, batch)
