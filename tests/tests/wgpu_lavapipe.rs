@@ -16,11 +16,11 @@ use std::path::Path;
 use tests::*;
 
 fn lavapipe_present() -> bool {
-    Path::new("/usr/share/vulkan/icd.d").read_dir().is_ok_and(|mut d| {
-        d.any(|e| {
-            e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("lvp_icd"))
+    Path::new("/usr/share/vulkan/icd.d")
+        .read_dir()
+        .is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("lvp_icd")))
         })
-    })
 }
 
 fn probabilities(v: &serde_json::Value) -> Vec<(String, String, f64)> {
@@ -94,11 +94,18 @@ fn wgpu_on_lavapipe_trains_and_agrees_with_the_cpu() {
     assert_eq!(log.lines().count(), 2, "one line per epoch:\n{log}");
     for line in log.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v["device"].as_str().unwrap().split(' ').next(), Some("wgpu"), "{line}");
+        assert_eq!(
+            v["device"].as_str().unwrap().split(' ').next(),
+            Some("wgpu"),
+            "{line}"
+        );
         assert!(v["loss"].as_f64().unwrap().is_finite());
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("wgpu"), "the chosen device is printed:\n{stdout}");
+    assert!(
+        stdout.contains("wgpu"),
+        "the chosen device is printed:\n{stdout}"
+    );
 
     let images: Vec<String> = (0..2)
         .map(|i| s(&data.join(format!("test_images/{i:06}.jpg"))).to_string())

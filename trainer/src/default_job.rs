@@ -68,7 +68,8 @@ pub fn train_config(args: TrainArgs) -> Result<(TrainConfig, DeviceChoice, bool,
             let checkpoint = model_core::hf::HfCheckpoint::open(dir)?;
             let cfg = checkpoint.backbone_config();
             if let Some(name) = requested {
-                let preset = ConvNextConfig::preset(name).with_context(|| format!("--backbone {name:?}: unknown preset"))?;
+                let preset = ConvNextConfig::preset(name)
+                    .with_context(|| format!("--backbone {name:?}: unknown preset"))?;
                 if preset.hidden_sizes != cfg.hidden_sizes || preset.depths != cfg.depths {
                     bail!("--backbone {name} disagrees with the checkpoint in {} (hidden_sizes {:?}, depths {:?})", dir.display(), cfg.hidden_sizes, cfg.depths);
                 }
