@@ -172,14 +172,7 @@ struct App {
 /// Starts the page.
 pub fn run() -> Result<(), WebError> {
     std::panic::set_hook(Box::new(|info| {
-        let message = format!("The page hit a bug: {info}");
-        web_sys::console::error_1(&JsValue::from_str(&message));
-        let status = web_sys::window()
-            .and_then(|w| w.document())
-            .and_then(|d| d.get_element_by_id("status"));
-        if let Some(status) = status {
-            status.set_text_content(Some(&message));
-        }
+        report_on_status(&format!("The page hit a bug: {info}"));
     }));
     let window = web_sys::window().ok_or_else(|| WebError::Browser("no window".into()))?;
     let document = window
@@ -235,13 +228,18 @@ pub fn run() -> Result<(), WebError> {
 /// Shows an error that stopped the page from starting (before `run` could set up its
 /// own message area).
 pub fn fatal(error: &WebError) {
-    let message = format!("The page could not start: {error}");
-    web_sys::console::error_1(&JsValue::from_str(&message));
+    report_on_status(&format!("The page could not start: {error}"));
+}
+
+/// Logs `message` to the console and puts it in the page's `#status` element, found
+/// afresh (it works before the page's state exists and after a panic).
+fn report_on_status(message: &str) {
+    web_sys::console::error_1(&JsValue::from_str(message));
     let status = web_sys::window()
         .and_then(|w| w.document())
         .and_then(|d| d.get_element_by_id("status"));
     if let Some(status) = status {
-        status.set_text_content(Some(&message));
+        status.set_text_content(Some(message));
     }
 }
 
