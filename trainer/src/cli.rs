@@ -60,7 +60,7 @@ pub struct TrainArgs {
     /// Images per step [default: 4 with --pretrained, 32 without].
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Epochs of phase one (whole network, fully labelled rows) [default: 10].
+    /// Epochs of phase one (whole network; rows: see --phase1-rows) [default: 10].
     #[arg(long)]
     pub phase1_epochs: Option<usize>,
     /// Epochs of each phase-two round (heads only, every labelled row) [default: 3].
@@ -69,6 +69,10 @@ pub struct TrainArgs {
     /// Rounds of phase two [default: 1].
     #[arg(long)]
     pub phase2_rounds: Option<usize>,
+    /// Rows of phase one: full (every attribute labelled, the reference) or labelled
+    /// (any label; each head learns from its own labelled rows) [default: full].
+    #[arg(long, value_enum)]
+    pub phase1_rows: Option<crate::train::config::Phase1Rows>,
     /// Initial learning rate of AdamW [default: 1e-4 with --pretrained, 2e-3 without].
     #[arg(long)]
     pub lr: Option<f64>,

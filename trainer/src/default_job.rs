@@ -6,7 +6,7 @@ use crate::augment::AugmentConfig;
 use crate::cli::TrainArgs;
 use crate::device::DeviceChoice;
 use crate::synth::{generate, SynthConfig};
-use crate::train::config::TrainConfig;
+use crate::train::config::{Phase1Rows, TrainConfig};
 use crate::train::plateau::PlateauConfig;
 use anyhow::{bail, Context, Result};
 use model_core::convnext::ConvNextConfig;
@@ -26,8 +26,8 @@ pub const WEB_MODELS: &str = "static/models";
 /// The synthetic data set of the default job.
 pub fn default_synth() -> SynthConfig {
     SynthConfig {
-        train_per_category: 240,
-        test_per_category: 60,
+        train_per_category: 600,
+        test_per_category: 100,
         size: 64,
         seed: 7,
         progress: true,
@@ -108,6 +108,7 @@ pub fn train_config(args: TrainArgs) -> Result<(TrainConfig, DeviceChoice, bool,
         phase1_epochs: args.phase1_epochs.unwrap_or(10),
         phase2_epochs: args.phase2_epochs.unwrap_or(3),
         phase2_rounds: args.phase2_rounds.unwrap_or(1),
+        phase1_rows: args.phase1_rows.unwrap_or_default(),
         lr: args.lr.unwrap_or(if pretrained { 1e-4 } else { 2e-3 }),
         weight_decay: 0.05,
         grad_clip: 1.0,
@@ -169,10 +170,11 @@ pub fn run() -> Result<()> {
         head: HeadConfig::new().with_head_dim(64),
         image_size: synth.size,
         batch_size: 32,
-        phase1_epochs: 6,
-        phase2_epochs: 2,
+        phase1_epochs: 10,
+        phase2_epochs: 3,
         phase2_rounds: 1,
-        lr: 3e-3,
+        phase1_rows: Phase1Rows::Labelled,
+        lr: 1e-3,
         weight_decay: 0.05,
         grad_clip: 1.0,
         mmd_weight: 0.1,

@@ -27,6 +27,9 @@ pub struct TrainConfig {
     pub phase1_epochs: usize,
     pub phase2_epochs: usize,
     pub phase2_rounds: usize,
+    /// Which rows phase one trains on (runs saved before this option: the reference's).
+    #[serde(default)]
+    pub phase1_rows: Phase1Rows,
     /// Initial learning rate of every phase.
     pub lr: f64,
     pub weight_decay: f64,
@@ -42,6 +45,19 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Share of each category's rows held out for validation.
     pub val_fraction: f64,
+}
+
+/// The rows phase one trains the whole network on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase1Rows {
+    /// Only rows with every attribute labelled (the reference design).
+    #[default]
+    Full,
+    /// Every row with at least one label, each head's loss on its own labelled rows:
+    /// for sparsely labelled categories (sarees) and small data sets, where the fully
+    /// labelled rows are a small share.
+    Labelled,
 }
 
 /// Paths inside a run directory.

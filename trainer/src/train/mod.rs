@@ -1,8 +1,10 @@
 //! Two-phase training of one model per category (SPEC.md "Training, per category").
 //!
-//! Phase one trains the whole network on the rows whose every attribute is labelled,
-//! with cross-entropy summed over heads plus `mmd_weight` x MMD between the pooled
-//! features of the labelled batch and of unlabelled test images.
+//! Phase one trains the whole network on the rows whose every attribute is labelled
+//! (or, with [`Phase1Rows::Labelled`], on every row with a label, each head's
+//! cross-entropy masked to its labelled rows), with cross-entropy summed over heads
+//! plus `mmd_weight` x MMD between the pooled features of the labelled batch and of
+//! unlabelled test images.
 //!
 //! Phase two fine-tunes the heads with the backbone and feature layer frozen, each head
 //! on every row labelled for its attribute. The reference trains one head at a time;
@@ -26,7 +28,7 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
-use config::{RunPaths, TrainConfig};
+use config::{Phase1Rows, RunPaths, TrainConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use model_core::convnext::global_average_pool;
 use model_core::loss::{mmd, MaskedTargets};
@@ -154,6 +156,23 @@ fn optimizer_config(config: &TrainConfig) -> AdamWConfig {
         )))
 }
 
+/// The rows a stage trains on: phase one on the fully labelled rows (or, with
+/// [`Phase1Rows::Labelled`], on every row with a label), phase two on every row with a
+/// label (each head learns from the rows labelled for it).
+fn stage_rows(train: &[Example], stage: Stage, phase1: Phase1Rows) -> Vec<&Example> {
+    let full = stage == Stage::PhaseOne && phase1 == Phase1Rows::Full;
+    train
+        .iter()
+        .filter(|e| {
+            if full {
+                e.labels.iter().all(Option::is_some)
+            } else {
+                e.labels.iter().any(Option::is_some)
+            }
+        })
+        .collect()
+}
+
 /// Trains (or resumes) one category's model and returns its validation score.
 pub fn train_category<B: AutodiffBackend>(
     ctx: &Context<'_>,
@@ -247,18 +266,7 @@ pub fn train_category<B: AutodiffBackend>(
             optim = optimizer_config(cfg).init::<B, GarmentModel<B>>();
             state.plateau = Plateau::new(cfg.lr, cfg.plateau);
         }
-        let rows: Vec<&Example> = match stage {
-            Stage::PhaseOne => data
-                .train
-                .iter()
-                .filter(|e| e.labels.iter().all(Option::is_some))
-                .collect(),
-            Stage::PhaseTwo(_) => data
-                .train
-                .iter()
-                .filter(|e| e.labels.iter().any(Option::is_some))
-                .collect(),
-        };
+        let rows = stage_rows(&data.train, stage, cfg.phase1_rows);
         if rows.is_empty() {
             println!(
                 "{name}: {}: no training row has the labels this stage needs; skipped",
@@ -613,4 +621,67 @@ fn validate<B: Backend>(
         .zip(&data.spec.attributes)
         .map(|(t, a)| t.score(&a.name))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(image: usize, labels: &[Option<usize>]) -> Example {
+        Example {
+            image,
+            labels: labels.to_vec(),
+        }
+    }
+
+    #[test]
+    fn each_stage_trains_on_the_rows_it_should() {
+        let train = vec![
+            example(0, &[Some(1), Some(0)]),
+            example(1, &[None, Some(2)]),
+            example(2, &[None, None]),
+            example(3, &[Some(0), None]),
+        ];
+        let images = |rows: Vec<&Example>| rows.iter().map(|e| e.image).collect::<Vec<_>>();
+        assert_eq!(
+            images(stage_rows(&train, Stage::PhaseOne, Phase1Rows::Full)),
+            [0]
+        );
+        assert_eq!(
+            images(stage_rows(&train, Stage::PhaseOne, Phase1Rows::Labelled)),
+            [0, 1, 3]
+        );
+        for phase1 in [Phase1Rows::Full, Phase1Rows::Labelled] {
+            assert_eq!(
+                images(stage_rows(&train, Stage::PhaseTwo(1), phase1)),
+                [0, 1, 3]
+            );
+        }
+    }
+
+    #[test]
+    fn runs_saved_before_phase1_rows_read_as_the_reference() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "trainer",
+            "train",
+            "--data",
+            "d",
+            "--out",
+            "o",
+            "--phase1-rows",
+            "labelled",
+        ])
+        .unwrap();
+        let Some(crate::cli::Command::Train(args)) = cli.command else {
+            panic!("parsed as another command");
+        };
+        let (config, ..) = crate::default_job::train_config(*args).unwrap();
+        assert_eq!(config.phase1_rows, Phase1Rows::Labelled);
+        let mut json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["phase1_rows"], "labelled");
+        json.as_object_mut().unwrap().remove("phase1_rows");
+        let old: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(old.phase1_rows, Phase1Rows::Full);
+    }
 }
