@@ -52,7 +52,12 @@ class Head(nn.Module):
 class GarmentNet(nn.Module):
     def __init__(self, backbone, head_dim, classes):
         super().__init__()
-        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, global_pool="")
+        if backbone == "default-small":
+            # The trainer's default-job network (`--backbone default-small`).
+            self.backbone = timm.models.convnext.ConvNeXt(
+                depths=(1, 1, 2, 1), dims=(24, 48, 96, 192), num_classes=0, global_pool="")
+        else:
+            self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, global_pool="")
         width = self.backbone.num_features
         self.feature = nn.Sequential(nn.Conv2d(width, head_dim, 1), nn.GELU(), nn.Dropout(0.1))
         self.heads = nn.ModuleList(Head(head_dim, c) for c in classes)
