@@ -15,17 +15,32 @@ use burn::tensor::{backend::Backend, Tensor};
 /// `[batch, channels, height, width]`. Burn's `LayerNorm` stays the parameter holder
 /// so that a checkpoint's `weight`/`bias` load into it with no renaming; its epsilon is
 /// private, so the caller passes the same value it was built with.
+///
+/// The per-position statistics are `[batch, 1, positions]`. Subtracting or dividing
+/// them directly would broadcast over the middle (channel) axis, a pattern Flex has no
+/// fast path for: it walks such operands element by element with computed strides,
+/// forward and backward (a fifth of a training step of the default job's network).
+/// Instead, the channel mean is a batched product with a `[1, channels]` row of
+/// `1 / channels`, and a statistic is spread back over the channels by a product with a
+/// `[channels, 1]` column of ones, so every element-wise op sees two contiguous
+/// operands of the same shape.
 pub fn channels_first<B: Backend>(norm: &LayerNorm<B>, eps: f64, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let mean = x.clone().mean_dim(1);
-    let centered = x - mean;
-    let var = centered.clone().square().mean_dim(1);
-    let normalised = centered / var.add_scalar(eps).sqrt();
-    let batch = normalised.dims()[0];
-    let scaled = normalised * per_sample(norm.gamma.val(), batch).unsqueeze_dim::<4>(3);
-    match &norm.beta {
-        Some(beta) => scaled + per_sample(beta.val(), batch).unsqueeze_dim::<4>(3),
+    let [batch, channels, height, width] = x.dims();
+    let device = x.device();
+    let x = x.reshape([batch, channels, height * width]);
+    let average = Tensor::<B, 3>::full([1, 1, channels], 1.0 / channels as f64, &device);
+    let spread = Tensor::<B, 3>::ones([1, channels, 1], &device);
+    let mean = average.clone().matmul(x.clone());
+    let centered = x - spread.clone().matmul(mean);
+    let var = average.matmul(centered.clone().square());
+    let inv_std = var.add_scalar(eps).sqrt().recip();
+    let normalised = centered * spread.matmul(inv_std);
+    let scaled = normalised * per_sample(norm.gamma.val(), batch);
+    let out = match &norm.beta {
+        Some(beta) => scaled + per_sample(beta.val(), batch),
         None => scaled,
-    }
+    };
+    out.reshape([batch, channels, height, width])
 }
 
 /// A per-channel vector `[channels]` as `[batch, channels, 1]`, stored (not a
@@ -49,5 +64,88 @@ pub fn pointwise<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3
     match &linear.bias {
         Some(bias) => y + per_sample(bias.val(), batch),
         None => y,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Autodiff;
+    use burn::module::Param;
+    use burn::nn::LayerNormConfig;
+    use burn::tensor::Distribution;
+    use burn_flex::Flex;
+
+    type B = Autodiff<Flex>;
+
+    fn max_diff(a: Tensor<Flex, 1>, b: Tensor<Flex, 1>) -> f32 {
+        a.sub(b).abs().max().into_scalar()
+    }
+
+    fn flat<const D: usize>(t: Tensor<Flex, D>) -> Tensor<Flex, 1> {
+        let n = t.shape().num_elements();
+        t.reshape([n])
+    }
+
+    /// Burn's own LayerNorm applied channels-last is the reference: values and the
+    /// gradients of input, scale and shift must agree, on shapes with odd sizes, one
+    /// channel, and a single position.
+    #[test]
+    fn channels_first_matches_burn_layer_norm_forward_and_backward() {
+        let device = Default::default();
+        let eps = 1e-6;
+        for [n, c, h, w] in [[2, 5, 3, 7], [1, 24, 16, 16], [3, 1, 2, 2], [4, 7, 1, 1]] {
+            let mut norm = LayerNormConfig::new(c).with_epsilon(eps).init::<B>(&device);
+            norm.gamma =
+                Param::from_tensor(Tensor::random([c], Distribution::Normal(1.0, 0.5), &device));
+            norm.beta = Some(Param::from_tensor(Tensor::random(
+                [c],
+                Distribution::Normal(0.0, 0.5),
+                &device,
+            )));
+            let x = Tensor::<B, 4>::random([n, c, h, w], Distribution::Normal(0.3, 2.0), &device)
+                .require_grad();
+            let weights = Tensor::<B, 4>::random([n, c, h, w], Distribution::Default, &device);
+
+            let ours = channels_first(&norm, eps, x.clone());
+            let stock = norm
+                .forward(x.clone().permute([0, 2, 3, 1]))
+                .permute([0, 3, 1, 2]);
+            let forward = max_diff(flat(ours.clone().inner()), flat(stock.clone().inner()));
+            assert!(
+                forward < 1e-4,
+                "{n}x{c}x{h}x{w}: outputs differ by {forward}"
+            );
+
+            let ours_grads = (ours * weights.clone()).sum().backward();
+            let stock_grads = (stock * weights).sum().backward();
+            let gamma = norm.gamma.val();
+            let beta = norm.beta.as_ref().unwrap().val();
+            let pairs = [
+                (
+                    "input",
+                    flat(x.grad(&ours_grads).unwrap()),
+                    flat(x.grad(&stock_grads).unwrap()),
+                ),
+                (
+                    "scale",
+                    gamma.grad(&ours_grads).unwrap(),
+                    gamma.grad(&stock_grads).unwrap(),
+                ),
+                (
+                    "shift",
+                    beta.grad(&ours_grads).unwrap(),
+                    beta.grad(&stock_grads).unwrap(),
+                ),
+            ];
+            for (name, a, b) in pairs {
+                let scale = b.clone().abs().max().into_scalar().max(1.0);
+                let diff = max_diff(a, b);
+                assert!(
+                    diff < 1e-4 * scale,
+                    "{n}x{c}x{h}x{w}: {name} gradients differ by {diff} (scale {scale})"
+                );
+            }
+        }
     }
 }
