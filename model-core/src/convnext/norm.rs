@@ -19,7 +19,8 @@ use burn::tensor::{backend::Backend, Tensor};
 /// The per-position statistics are `[batch, 1, positions]`. Subtracting or dividing
 /// them directly would broadcast over the middle (channel) axis, a pattern Flex has no
 /// fast path for: it walks such operands element by element with computed strides,
-/// forward and backward (a fifth of a training step of the default job's network).
+/// forward and backward (the top item of a `perf` profile of a training step of the
+/// default job's network; BENCHMARKS.md).
 /// Instead, the channel mean is a batched product with a `[1, channels]` row of
 /// `1 / channels`, and a statistic is spread back over the channels by a product with a
 /// `[channels, 1]` column of ones, so every element-wise op sees two contiguous
