@@ -7,6 +7,7 @@ pub mod export;
 pub mod heads;
 #[cfg(feature = "pretrained")]
 pub mod hf;
+pub mod kernels;
 pub mod loss;
 pub mod metrics;
 pub mod model;

@@ -64,7 +64,7 @@ impl<B: Backend> Block<B> {
     /// `[batch, channels, height, width]` -> same shape.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [batch, channels, height, width] = x.dims();
-        let branch = self.dwconv.forward(x.clone());
+        let branch = crate::kernels::conv::grouped_conv_same(&self.dwconv, x.clone());
         let branch = channels_first(&self.layernorm, self.eps, branch).reshape([
             batch,
             channels,

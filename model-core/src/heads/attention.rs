@@ -1,6 +1,7 @@
 //! The two attention steps of an attribute head.
 
 use super::{HeadConfig, SpatialGate};
+use crate::kernels::conv::grouped_conv_same;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
@@ -35,9 +36,8 @@ impl<B: Backend> SpatialAttention<B> {
     /// `[batch, channels, height, width]` -> (gated features of the same shape,
     /// attention map `[batch, height, width]`).
     pub fn forward(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 3>) {
-        let scores = self
-            .conv2
-            .forward(activation::gelu(self.conv1.forward(x.clone())));
+        let hidden = activation::gelu(grouped_conv_same(&self.conv1, x.clone()));
+        let scores = grouped_conv_same(&self.conv2, hidden);
         if self.per_channel {
             let gate = activation::sigmoid(scores);
             let map = gate.clone().mean_dim(1).squeeze_dim::<3>(1);

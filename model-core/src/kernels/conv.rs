@@ -1,0 +1,311 @@
+//! Grouped "same" convolutions (stride 1, padding k/2, odd square kernel, with a bias):
+//! ConvNeXt's 7x7 depthwise convolution and the heads' grouped 3x3 spatial-attention
+//! convolutions, with a faster backward pass on the CPU training backend,
+//! `Autodiff<Flex>`.
+//!
+//! Burn's autodiff differentiates a grouped convolution with two generic helpers: the
+//! input gradient as a transposed convolution, which Flex runs one (image, group) pair
+//! at a time on one thread with a scatter, and the weight gradient as one full
+//! convolution per group, each followed by a copy of the whole weight gradient. For a
+//! depthwise layer that is C convolutions and C copies; together they were the
+//! largest single item in a profile of a training step (BENCHMARKS.md).
+//!
+//! For stride 1 and padding k/2 both gradients have simpler forms:
+//! - input gradient: a grouped convolution of the output gradient with every filter
+//!   turned by 180 degrees and its input and output channels exchanged within the
+//!   group, which Flex runs on its multi-threaded forward paths (the depthwise fast path
+//!   for depthwise layers);
+//! - weight gradient: for each filter, the correlation of the input planes with the
+//!   output-gradient plane over the k x k offsets, summed over the batch: a direct
+//!   loop here, parallel over output channels; the bias gradient falls out of the same
+//!   loop.
+//!
+//! [`grouped_conv_same`] takes this path when the backend is `Autodiff<Flex>` (a
+//! run-time type check, so the model stays generic over `B: Backend`) and the layer
+//! has such a shape; every other backend and shape goes through `Conv2d::forward`.
+//! The forward pass is Flex's own convolution either way.
+
+use burn::nn::conv::Conv2d;
+use burn::tensor::{backend::Backend, Tensor};
+
+/// `conv.forward(x)`, with the fast backward pass on `Autodiff<Flex>` for grouped
+/// "same" convolutions (see the module documentation).
+pub fn grouped_conv_same<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    #[cfg(feature = "flex-kernels")]
+    if let Some(out) = flex::try_fast(conv, x.clone()) {
+        return out;
+    }
+    conv.forward(x)
+}
+
+/// Sizes of a grouped convolution with stride 1 and padding `kernel / 2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupedConvShape {
+    pub batch: usize,
+    pub channels_in: usize,
+    pub channels_out: usize,
+    pub groups: usize,
+    pub height: usize,
+    pub width: usize,
+    pub kernel: usize,
+}
+
+/// The weight and bias gradients of a grouped convolution with stride 1 and padding
+/// `kernel / 2`, from plain row-major buffers: `x` is `[batch, channels_in, height,
+/// width]`, `grad` is `[batch, channels_out, height, width]`; the result is
+/// (`[channels_out, channels_in / groups, kernel, kernel]`, `[channels_out]`).
+///
+/// Free of any backend, so it is tested against a sum written out term by term and
+/// against Burn's stock gradients.
+pub fn grouped_conv_weight_grad(
+    x: &[f32],
+    grad: &[f32],
+    shape: GroupedConvShape,
+) -> (Vec<f32>, Vec<f32>) {
+    let GroupedConvShape {
+        batch,
+        channels_in,
+        channels_out,
+        groups,
+        height,
+        width,
+        kernel,
+    } = shape;
+    let plane = height * width;
+    assert_eq!(x.len(), batch * channels_in * plane, "input size");
+    assert_eq!(
+        grad.len(),
+        batch * channels_out * plane,
+        "output-gradient size"
+    );
+    assert!(kernel % 2 == 1, "odd kernel");
+    assert!(
+        groups > 0 && channels_in % groups == 0 && channels_out % groups == 0,
+        "groups must divide both channel counts"
+    );
+    let (in_per_group, out_per_group) = (channels_in / groups, channels_out / groups);
+    let filter = in_per_group * kernel * kernel;
+    let mut weight_grad = vec![0.0f32; channels_out * filter];
+    let mut bias_grad = vec![0.0f32; channels_out];
+
+    let one_filter = |o: usize, w_out: &mut [f32], b_out: &mut f32| {
+        let pad = kernel / 2;
+        let padded_w = width + 2 * pad;
+        // One zero-bordered copy of an input plane, so the k x k window of every output
+        // position is in bounds.
+        let mut padded = vec![0.0f32; (height + 2 * pad) * padded_w];
+        let first_in = (o / out_per_group) * in_per_group;
+        let mut bias = 0.0f32;
+        for n in 0..batch {
+            let g_start = (n * channels_out + o) * plane;
+            let g_plane = &grad[g_start..g_start + plane];
+            bias += g_plane.iter().sum::<f32>();
+            for i in 0..in_per_group {
+                let x_start = (n * channels_in + first_in + i) * plane;
+                let x_plane = &x[x_start..x_start + plane];
+                for y in 0..height {
+                    let row = (y + pad) * padded_w + pad;
+                    padded[row..row + width].copy_from_slice(&x_plane[y * width..(y + 1) * width]);
+                }
+                let w_i = &mut w_out[i * kernel * kernel..(i + 1) * kernel * kernel];
+                for y in 0..height {
+                    for xo in 0..width {
+                        let g = g_plane[y * width + xo];
+                        for ky in 0..kernel {
+                            let start = (y + ky) * padded_w + xo;
+                            let window = &padded[start..start + kernel];
+                            let acc = &mut w_i[ky * kernel..(ky + 1) * kernel];
+                            for (a, v) in acc.iter_mut().zip(window) {
+                                *a += g * v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        *b_out = bias;
+    };
+
+    #[cfg(feature = "flex-kernels")]
+    {
+        use rayon::prelude::*;
+        weight_grad
+            .par_chunks_mut(filter)
+            .zip(bias_grad.par_iter_mut())
+            .enumerate()
+            .for_each(|(o, (w_out, b_out))| one_filter(o, w_out, b_out));
+    }
+    #[cfg(not(feature = "flex-kernels"))]
+    for (o, (w_out, b_out)) in weight_grad
+        .chunks_mut(filter)
+        .zip(bias_grad.iter_mut())
+        .enumerate()
+    {
+        one_filter(o, w_out, b_out);
+    }
+    (weight_grad, bias_grad)
+}
+
+#[cfg(feature = "flex-kernels")]
+mod flex {
+    use super::{grouped_conv_weight_grad, GroupedConvShape};
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::autodiff::NodeId;
+    use burn::backend::{Autodiff, Flex};
+    use burn::nn::conv::Conv2d;
+    use burn::nn::PaddingConfig2d;
+    use burn::tensor::backend::{Backend, BackendTypes};
+    use burn::tensor::ops::{ConvOptions, FloatTensorOps, ModuleOps};
+    use burn::tensor::{DType, Shape, Tensor, TensorData, TensorPrimitive};
+    use burn_flex::FlexTensor;
+    use std::any::{Any, TypeId};
+
+    type Ad = Autodiff<Flex>;
+    type AdTensor = <Ad as BackendTypes>::FloatTensorPrimitive;
+
+    /// Moves a value between two names of one type (the caller has compared their
+    /// `TypeId`s); `None` if they differ.
+    fn same<T: 'static, U: 'static>(value: T) -> Option<U> {
+        (Box::new(value) as Box<dyn Any>)
+            .downcast::<U>()
+            .ok()
+            .map(|b| *b)
+    }
+
+    /// The sizes of the call if the layer is one the fast path handles: odd square
+    /// kernel, stride 1, no dilation, padding k/2 on every side, a bias, f32.
+    fn fits<B: Backend>(conv: &Conv2d<B>, x: &Tensor<B, 4>) -> Option<GroupedConvShape> {
+        let [channels_out, in_per_group, kh, kw] = conv.weight.dims();
+        let [batch, channels_in, height, width] = x.dims();
+        let pad = kh / 2;
+        let padding_ok = matches!(
+            conv.padding,
+            PaddingConfig2d::Explicit(a, b, c, d) if [a, b, c, d] == [pad; 4]
+        );
+        let ok = conv.groups > 0
+            && in_per_group * conv.groups == channels_in
+            && channels_out % conv.groups == 0
+            && kh == kw
+            && kh % 2 == 1
+            && conv.stride == [1, 1]
+            && conv.dilation == [1, 1]
+            && padding_ok
+            && conv.bias.is_some()
+            && x.dtype() == DType::F32;
+        ok.then_some(GroupedConvShape {
+            batch,
+            channels_in,
+            channels_out,
+            groups: conv.groups,
+            height,
+            width,
+            kernel: kh,
+        })
+    }
+
+    pub(super) fn try_fast<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Option<Tensor<B, 4>> {
+        if TypeId::of::<B>() != TypeId::of::<Ad>() {
+            return None;
+        }
+        let shape = fits(conv, &x)?;
+        let x: AdTensor = same(x.into_primitive().tensor())?;
+        let weight: AdTensor = same(conv.weight.val().into_primitive().tensor())?;
+        let bias: AdTensor = same(conv.bias.as_ref()?.val().into_primitive().tensor())?;
+        let out = forward(x, weight, bias, shape);
+        let out: B::FloatTensorPrimitive = same(out)?;
+        Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
+    }
+
+    fn options(shape: &GroupedConvShape) -> ConvOptions<2> {
+        let pad = shape.kernel / 2;
+        ConvOptions::new([1, 1], [pad, pad], [1, 1], shape.groups)
+    }
+
+    #[derive(Debug)]
+    struct GroupedConvBackward;
+
+    impl Backward<Flex, 3> for GroupedConvBackward {
+        /// Input and weight as the checkpointer holds them, and the sizes of the call.
+        type State = (NodeId, NodeId, GroupedConvShape);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 3>,
+            grads: &mut Gradients,
+            checkpointer: &mut Checkpointer,
+        ) {
+            let [node_x, node_weight, node_bias] = ops.parents;
+            let grad = grads.consume::<Flex>(&ops.node);
+            let (x_state, weight_state, shape) = ops.state;
+            let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
+            let weight = checkpointer.retrieve_node_output::<FlexTensor>(weight_state);
+
+            if node_weight.is_some() || node_bias.is_some() {
+                let x = x.to_contiguous();
+                let g = grad.to_contiguous();
+                let (dw, db) =
+                    grouped_conv_weight_grad(x.storage::<f32>(), g.storage::<f32>(), shape);
+                if let Some(node) = node_weight {
+                    let dims = [
+                        shape.channels_out,
+                        shape.channels_in / shape.groups,
+                        shape.kernel,
+                        shape.kernel,
+                    ];
+                    let data = TensorData::new(dw, dims);
+                    grads.register::<Flex>(node.id, FlexTensor::from_data(data));
+                }
+                if let Some(node) = node_bias {
+                    let data = TensorData::new(db, [shape.channels_out]);
+                    grads.register::<Flex>(node.id, FlexTensor::from_data(data));
+                }
+            }
+            if let Some(node) = node_x {
+                // Filter (o, i) of group g becomes filter (i, o) of the same group,
+                // turned by 180 degrees: [groups, out/g, in/g, k, k] -> [groups, in/g,
+                // out/g, k, k] -> [channels_in, out/g, k, k].
+                let (in_g, out_g) = (
+                    shape.channels_in / shape.groups,
+                    shape.channels_out / shape.groups,
+                );
+                let k = shape.kernel;
+                let turned = if in_g == 1 && out_g == 1 {
+                    weight
+                } else {
+                    let w =
+                        Flex::float_reshape(weight, Shape::new([shape.groups, out_g, in_g, k, k]));
+                    let w = Flex::float_swap_dims(w, 1, 2);
+                    Flex::float_reshape(w, Shape::new([shape.channels_in, out_g, k, k]))
+                };
+                let turned = Flex::float_flip(turned, &[2, 3]);
+                let dx = Flex::conv2d(grad, turned, None, options(&shape));
+                grads.register::<Flex>(node.id, dx);
+            }
+        }
+    }
+
+    fn forward(x: AdTensor, weight: AdTensor, bias: AdTensor, shape: GroupedConvShape) -> AdTensor {
+        let opts = options(&shape);
+        match GroupedConvBackward
+            .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), bias.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let weight_state = prep.checkpoint(&weight);
+                let out = Flex::conv2d(x.primitive, weight.primitive, Some(bias.primitive), opts);
+                prep.finish((x_state, weight_state, shape), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(
+                x.primitive,
+                weight.primitive,
+                Some(bias.primitive),
+                opts,
+            )),
+        }
+    }
+}

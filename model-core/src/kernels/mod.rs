@@ -1,0 +1,4 @@
+//! Faster versions of stock Burn operations for the layers our network uses, each
+//! tested for equality with the stock operation (`tests/kernels.rs`).
+
+pub mod conv;

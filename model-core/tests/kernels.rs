@@ -1,0 +1,185 @@
+//! The kernels in `model_core::kernels` against the stock Burn operations they replace,
+//! on random inputs with odd sizes: values and every gradient.
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::Param;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::PaddingConfig2d;
+use burn::tensor::{Distribution, Tensor};
+use model_core::kernels::conv::{grouped_conv_same, grouped_conv_weight_grad, GroupedConvShape};
+
+type B = Autodiff<Flex>;
+
+/// A "same" convolution with `groups` groups; a depthwise one when `groups` equals
+/// both channel counts.
+fn same_layer(channels_in: usize, channels_out: usize, groups: usize, kernel: usize) -> Conv2d<B> {
+    let device = Default::default();
+    let pad = kernel / 2;
+    let mut conv = Conv2dConfig::new([channels_in, channels_out], [kernel, kernel])
+        .with_groups(groups)
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .init::<B>(&device);
+    // A bias far from zero, so a wrong bias gradient or a dropped bias shows.
+    conv.bias = Some(Param::from_tensor(Tensor::random(
+        [channels_out],
+        Distribution::Normal(0.5, 1.0),
+        &device,
+    )));
+    conv
+}
+
+fn max_diff<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
+    (a - b).abs().max().into_scalar()
+}
+
+fn scale<const D: usize>(t: &Tensor<Flex, D>) -> f32 {
+    t.clone().abs().max().into_scalar().max(1.0)
+}
+
+/// Tolerance relative to the largest reference value: the two paths sum the same
+/// products in different orders.
+const TOLERANCE: f32 = 1e-4;
+
+/// Depthwise layers (ConvNeXt's 7x7), grouped layers (the heads' 3x3), a dense one,
+/// on odd sizes, single positions and a 1x1 kernel.
+#[test]
+fn grouped_same_conv_matches_stock_conv2d_forward_and_backward() {
+    let device = Default::default();
+    // [batch, channels in, channels out, groups, height, width], kernel
+    for ([n, c, co, groups, h, w], k) in [
+        ([2, 5, 5, 5, 7, 9], 7),
+        ([1, 24, 24, 24, 16, 16], 7),
+        ([3, 3, 3, 3, 4, 13], 3),
+        ([2, 4, 4, 4, 1, 1], 7),
+        ([1, 6, 6, 6, 2, 3], 5),
+        ([4, 2, 2, 2, 11, 5], 1),
+        ([2, 64, 64, 32, 2, 2], 3),
+        ([3, 6, 9, 3, 5, 7], 3),
+        ([2, 4, 6, 1, 3, 5], 3),
+    ] {
+        let conv = same_layer(c, co, groups, k);
+        let x = Tensor::<B, 4>::random([n, c, h, w], Distribution::Normal(0.2, 1.5), &device)
+            .require_grad();
+        let upstream = Tensor::<B, 4>::random([n, co, h, w], Distribution::Default, &device);
+
+        let ours = grouped_conv_same(&conv, x.clone());
+        let stock = conv.forward(x.clone());
+        let forward = max_diff(ours.clone().inner(), stock.clone().inner());
+        assert!(
+            forward < TOLERANCE * scale(&stock.clone().inner()),
+            "{n}x{c}->{co}/{groups}x{h}x{w} k{k}: outputs differ by {forward}"
+        );
+
+        let ours_grads = (ours * upstream.clone()).sum().backward();
+        let stock_grads = (stock * upstream).sum().backward();
+        let weight = conv.weight.val();
+        let bias = conv.bias.as_ref().unwrap().val();
+
+        let (a, b) = (x.grad(&ours_grads).unwrap(), x.grad(&stock_grads).unwrap());
+        let diff = max_diff(a, b.clone());
+        assert!(
+            diff < TOLERANCE * scale(&b),
+            "{n}x{c}->{co}/{groups}x{h}x{w} k{k}: input gradients differ by {diff}"
+        );
+        let (a, b) = (
+            weight.grad(&ours_grads).unwrap(),
+            weight.grad(&stock_grads).unwrap(),
+        );
+        let diff = max_diff(a, b.clone());
+        assert!(
+            diff < TOLERANCE * scale(&b),
+            "{n}x{c}->{co}/{groups}x{h}x{w} k{k}: weight gradients differ by {diff}"
+        );
+        let (a, b) = (
+            bias.grad(&ours_grads).unwrap(),
+            bias.grad(&stock_grads).unwrap(),
+        );
+        let diff = max_diff(a, b.clone());
+        assert!(
+            diff < TOLERANCE * scale(&b),
+            "{n}x{c}->{co}/{groups}x{h}x{w} k{k}: bias gradients differ by {diff}"
+        );
+    }
+}
+
+/// Layers the fast path does not cover (stride 2, padding other than k/2) give the
+/// stock result through `grouped_conv_same`.
+#[test]
+fn other_layers_fall_back_to_the_stock_convolution() {
+    let device = Default::default();
+    let strided = Conv2dConfig::new([4, 4], [3, 3])
+        .with_groups(4)
+        .with_stride([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init::<B>(&device);
+    let unpadded = Conv2dConfig::new([4, 4], [3, 3]).init::<B>(&device);
+    for conv in [strided, unpadded] {
+        let x = Tensor::<B, 4>::random([2, 4, 6, 6], Distribution::Default, &device);
+        let diff = max_diff(
+            grouped_conv_same(&conv, x.clone()).inner(),
+            conv.forward(x).inner(),
+        );
+        assert_eq!(diff, 0.0);
+    }
+}
+
+/// The backend-free weight gradient against a sum written out term by term.
+#[test]
+fn weight_gradient_matches_the_definition() {
+    let shape = GroupedConvShape {
+        batch: 2,
+        channels_in: 4,
+        channels_out: 6,
+        groups: 2,
+        height: 5,
+        width: 4,
+        kernel: 3,
+    };
+    let (n, ci, co, h, w, k) = (2, 4, 6, 5, 4, 3);
+    let (in_g, out_g) = (2, 3);
+    let x: Vec<f32> = (0..n * ci * h * w)
+        .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
+        .collect();
+    let g: Vec<f32> = (0..n * co * h * w)
+        .map(|i| ((i * 53 % 7) as f32 - 3.0) / 2.0)
+        .collect();
+    let (dw, db) = grouped_conv_weight_grad(&x, &g, shape);
+    let pad = (k / 2) as isize;
+    for o in 0..co {
+        let mut bias = 0.0;
+        for b in 0..n {
+            for y in 0..h {
+                for xo in 0..w {
+                    bias += g[((b * co + o) * h + y) * w + xo];
+                }
+            }
+        }
+        assert!((db[o] - bias).abs() < 1e-4, "bias {o}");
+        for i in 0..in_g {
+            let ch = (o / out_g) * in_g + i;
+            for ky in 0..k {
+                for kx in 0..k {
+                    let mut sum = 0.0;
+                    for b in 0..n {
+                        for y in 0..h {
+                            for xo in 0..w {
+                                let iy = y as isize + ky as isize - pad;
+                                let ix = xo as isize + kx as isize - pad;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let input = x[((b * ci + ch) * h + iy as usize) * w + ix as usize];
+                                sum += input * g[((b * co + o) * h + y) * w + xo];
+                            }
+                        }
+                    }
+                    let got = dw[((o * in_g + i) * k + ky) * k + kx];
+                    assert!(
+                        (got - sum).abs() < 1e-4,
+                        "weight {o},{i},{ky},{kx}: {got} vs {sum}"
+                    );
+                }
+            }
+        }
+    }
+}
