@@ -26,7 +26,7 @@ pub const WEB_MODELS: &str = "static/models";
 /// The synthetic data set of the default job.
 pub fn default_synth() -> SynthConfig {
     SynthConfig {
-        train_per_category: 600,
+        train_per_category: 2400,
         test_per_category: 100,
         size: 64,
         seed: 7,
@@ -147,11 +147,48 @@ fn check(config: &TrainConfig) -> Result<()> {
     Ok(())
 }
 
+/// Whether `dir/synth.json` records the settings of `synth` (a data set made by an
+/// earlier version with other settings is not reused).
+fn same_synth(dir: &Path, synth: &SynthConfig) -> bool {
+    let Ok(bytes) = std::fs::read(dir.join("synth.json")) else {
+        return false;
+    };
+    let Ok(meta) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return false;
+    };
+    let field = |name: &str| meta.get(name).and_then(|v| v.as_u64());
+    field("seed") == Some(synth.seed)
+        && field("size") == Some(synth.size as u64)
+        && field("train_per_category") == Some(synth.train_per_category as u64)
+        && field("test_per_category") == Some(synth.test_per_category as u64)
+}
+
+/// Renames `dir` to the first free `dir.previous-N`, so nothing is deleted, and says so.
+fn set_aside(dir: &Path, why: &str) -> Result<()> {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("work");
+    let target = (1..)
+        .map(|n| dir.with_file_name(format!("{name}.previous-{n}")))
+        .find(|p| !p.exists())
+        .expect("an unused name");
+    std::fs::rename(dir, &target).with_context(|| {
+        format!(
+            "{}: cannot move it aside to {}",
+            dir.display(),
+            target.display()
+        )
+    })?;
+    println!("{} {why}: moved to {}", dir.display(), target.display());
+    Ok(())
+}
+
 /// The default job: synthetic data, training, evaluation table, export for the page.
 pub fn run() -> Result<()> {
     let started = Instant::now();
     let data = PathBuf::from(DEFAULT_DATA);
     let synth = default_synth();
+    if data.join("train.csv").exists() && !same_synth(&data, &synth) {
+        set_aside(&data, "was made with other settings than this version's")?;
+    }
     if data.join("train.csv").exists() {
         println!("using the synthetic data set in {DEFAULT_DATA} (delete it to make a new one)");
     } else {
@@ -170,8 +207,8 @@ pub fn run() -> Result<()> {
         head: HeadConfig::new().with_head_dim(64),
         image_size: synth.size,
         batch_size: 32,
-        phase1_epochs: 10,
-        phase2_epochs: 3,
+        phase1_epochs: 4,
+        phase2_epochs: 2,
         phase2_rounds: 1,
         phase1_rows: Phase1Rows::Labelled,
         lr: 1e-3,
@@ -190,6 +227,16 @@ pub fn run() -> Result<()> {
         val_fraction: 0.1,
     };
     let run = Path::new(DEFAULT_RUN);
+    let saved = crate::train::config::RunPaths::new(run).config();
+    if saved.exists() {
+        let same = std::fs::read(&saved)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<TrainConfig>(&bytes).ok())
+            .is_some_and(|old| old == config);
+        if !same {
+            set_aside(run, "was trained with other settings than this version's")?;
+        }
+    }
     // Resuming makes a second run pick up where the first stopped (or skip straight to
     // the export when it finished).
     let score = crate::run::train_run(config, run, DeviceChoice::Auto, true, false)?;
@@ -212,4 +259,61 @@ pub fn run() -> Result<()> {
     println!("\nTo tag photos in the browser: trunk serve --release (in web/), then open http://127.0.0.1:8080");
     println!("To label a photo here: cargo run --release -p trainer -- predict --run {DEFAULT_RUN} --category \"Men Tshirts\" photo.jpg");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("default-job-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_data_set_with_other_settings_is_not_reused() {
+        let dir = scratch("synth");
+        let synth = default_synth();
+        assert!(!same_synth(&dir, &synth), "no synth.json");
+        let write = |train: usize| {
+            let meta = serde_json::json!({
+                "generator": "trainer synth",
+                "seed": synth.seed,
+                "size": synth.size,
+                "test_per_category": synth.test_per_category,
+                "train_per_category": train,
+            });
+            std::fs::write(dir.join("synth.json"), meta.to_string()).unwrap();
+        };
+        write(synth.train_per_category);
+        assert!(same_synth(&dir, &synth));
+        write(synth.train_per_category + 1);
+        assert!(!same_synth(&dir, &synth));
+        std::fs::write(dir.join("synth.json"), "{ not json").unwrap();
+        assert!(!same_synth(&dir, &synth));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn set_aside_keeps_every_earlier_folder() {
+        let root = scratch("aside");
+        let run = root.join("default-run");
+        for n in 1..=2 {
+            std::fs::create_dir_all(&run).unwrap();
+            std::fs::write(run.join("marker"), n.to_string()).unwrap();
+            set_aside(&run, "test").unwrap();
+            assert!(!run.exists());
+        }
+        for n in 1..=2 {
+            let kept = root.join(format!("default-run.previous-{n}"));
+            assert_eq!(
+                std::fs::read_to_string(kept.join("marker")).unwrap(),
+                n.to_string()
+            );
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
