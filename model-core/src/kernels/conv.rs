@@ -88,18 +88,29 @@ pub fn grouped_conv_weight_grad(
     let mut weight_grad = vec![0.0f32; channels_out * filter];
     let mut bias_grad = vec![0.0f32; channels_out];
 
+    // Per filter and offset (ky, kx), the weight gradient is one dot product over the
+    // whole plane: the output gradient laid out with the input's padded row stride
+    // (zeros in the extra columns) against the zero-bordered input plane shifted by
+    // (ky, kx). The zero columns cancel the terms that would wrap into the next row,
+    // so each offset is a single long, vectorisable sum instead of a short loop per
+    // output position.
     let one_filter = |o: usize, w_out: &mut [f32], b_out: &mut f32| {
         let pad = kernel / 2;
         let padded_w = width + 2 * pad;
-        // One zero-bordered copy of an input plane, so the k x k window of every output
-        // position is in bounds.
-        let mut padded = vec![0.0f32; (height + 2 * pad) * padded_w];
+        let span = height * padded_w;
+        // The last offset (2 pad, 2 pad) reads 2 pad elements past the bordered plane.
+        let mut padded = vec![0.0f32; (height + 2 * pad) * padded_w + 2 * pad];
+        let mut g_wide = vec![0.0f32; span];
         let first_in = (o / out_per_group) * in_per_group;
         let mut bias = 0.0f32;
         for n in 0..batch {
             let g_start = (n * channels_out + o) * plane;
             let g_plane = &grad[g_start..g_start + plane];
             bias += g_plane.iter().sum::<f32>();
+            for y in 0..height {
+                g_wide[y * padded_w..y * padded_w + width]
+                    .copy_from_slice(&g_plane[y * width..(y + 1) * width]);
+            }
             for i in 0..in_per_group {
                 let x_start = (n * channels_in + first_in + i) * plane;
                 let x_plane = &x[x_start..x_start + plane];
@@ -108,17 +119,10 @@ pub fn grouped_conv_weight_grad(
                     padded[row..row + width].copy_from_slice(&x_plane[y * width..(y + 1) * width]);
                 }
                 let w_i = &mut w_out[i * kernel * kernel..(i + 1) * kernel * kernel];
-                for y in 0..height {
-                    for xo in 0..width {
-                        let g = g_plane[y * width + xo];
-                        for ky in 0..kernel {
-                            let start = (y + ky) * padded_w + xo;
-                            let window = &padded[start..start + kernel];
-                            let acc = &mut w_i[ky * kernel..(ky + 1) * kernel];
-                            for (a, v) in acc.iter_mut().zip(window) {
-                                *a += g * v;
-                            }
-                        }
+                for ky in 0..kernel {
+                    for kx in 0..kernel {
+                        let shift = ky * padded_w + kx;
+                        w_i[ky * kernel + kx] += dot(&g_wide, &padded[shift..shift + span]);
                     }
                 }
             }
@@ -144,6 +148,26 @@ pub fn grouped_conv_weight_grad(
         one_filter(o, w_out, b_out);
     }
     (weight_grad, bias_grad)
+}
+
+/// Dot product with eight independent partial sums, so the compiler can keep them in
+/// vector registers (a single running sum must be added in order).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut lanes = [0.0f32; 8];
+    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(p, q)| p * q)
+        .sum();
+    for (p, q) in a_chunks.zip(b_chunks) {
+        for l in 0..8 {
+            lanes[l] += p[l] * q[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 #[cfg(feature = "flex-kernels")]
