@@ -26,7 +26,7 @@ pub const WEB_MODELS: &str = "static/models";
 /// The synthetic data set of the default job.
 pub fn default_synth() -> SynthConfig {
     SynthConfig {
-        train_per_category: 2400,
+        train_per_category: 3600,
         test_per_category: 100,
         size: 64,
         seed: 7,
@@ -163,6 +163,23 @@ fn same_synth(dir: &Path, synth: &SynthConfig) -> bool {
         && field("test_per_category") == Some(synth.test_per_category as u64)
 }
 
+/// Why a run left in the default job's folder must not be resumed, if it must not: it
+/// was made with other settings (or its `run.json` is unreadable), or the data set
+/// is newer than the run (made just now, or replaced since the run was last written),
+/// so the run was trained on other images.
+fn stale_run(
+    saved: Option<&TrainConfig>,
+    config: &TrainConfig,
+    newer_data: bool,
+) -> Option<&'static str> {
+    match saved {
+        None => Some("holds a run.json this version cannot read"),
+        Some(old) if old != config => Some("was trained with other settings than this version's"),
+        Some(_) if newer_data => Some("was trained on an earlier data set"),
+        Some(_) => None,
+    }
+}
+
 /// Renames `dir` to the first free `dir.previous-N`, so nothing is deleted, and says so.
 fn set_aside(dir: &Path, why: &str) -> Result<()> {
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("work");
@@ -181,26 +198,11 @@ fn set_aside(dir: &Path, why: &str) -> Result<()> {
     Ok(())
 }
 
-/// The default job: synthetic data, training, evaluation table, export for the page.
-pub fn run() -> Result<()> {
-    let started = Instant::now();
-    let data = PathBuf::from(DEFAULT_DATA);
-    let synth = default_synth();
-    if data.join("train.csv").exists() && !same_synth(&data, &synth) {
-        set_aside(&data, "was made with other settings than this version's")?;
-    }
-    if data.join("train.csv").exists() {
-        println!("using the synthetic data set in {DEFAULT_DATA} (delete it to make a new one)");
-    } else {
-        println!("making a synthetic data set in {DEFAULT_DATA} ...");
-        let summary = generate(&data, &synth)?;
-        println!(
-            "{} train and {} test images in {:.1} s",
-            summary.train_rows, summary.test_rows, summary.seconds
-        );
-    }
-    let config = TrainConfig {
-        data: data.clone(),
+/// The training settings of the default job, for the data set in `data` made with
+/// `synth`.
+pub fn default_train_config(data: &Path, synth: &SynthConfig) -> Result<TrainConfig> {
+    Ok(TrainConfig {
+        data: data.to_path_buf(),
         backbone_name: SMALL_BACKBONE.into(),
         backbone: backbone_by_name(SMALL_BACKBONE)?,
         pretrained: None,
@@ -225,16 +227,45 @@ pub fn run() -> Result<()> {
             .collect(),
         seed: 42,
         val_fraction: 0.1,
-    };
+    })
+}
+
+/// The default job: synthetic data, training, evaluation table, export for the page.
+pub fn run() -> Result<()> {
+    let started = Instant::now();
+    let data = PathBuf::from(DEFAULT_DATA);
+    let synth = default_synth();
+    if data.join("train.csv").exists() && !same_synth(&data, &synth) {
+        set_aside(&data, "was made with other settings than this version's")?;
+    }
+    let made_data = !data.join("train.csv").exists();
+    if !made_data {
+        println!("using the synthetic data set in {DEFAULT_DATA} (delete it to make a new one)");
+    } else {
+        println!("making a synthetic data set in {DEFAULT_DATA} ...");
+        let summary = generate(&data, &synth)?;
+        println!(
+            "{} train and {} test images in {:.1} s",
+            summary.train_rows, summary.test_rows, summary.seconds
+        );
+    }
+    let config = default_train_config(&data, &synth)?;
     let run = Path::new(DEFAULT_RUN);
     let saved = crate::train::config::RunPaths::new(run).config();
     if saved.exists() {
-        let same = std::fs::read(&saved)
+        let old = std::fs::read(&saved)
             .ok()
-            .and_then(|bytes| serde_json::from_slice::<TrainConfig>(&bytes).ok())
-            .is_some_and(|old| old == config);
-        if !same {
-            set_aside(run, "was trained with other settings than this version's")?;
+            .and_then(|bytes| serde_json::from_slice::<TrainConfig>(&bytes).ok());
+        // The data set is newer than the run when it was made just now, or replaced
+        // since the run started.
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let newer_data = made_data
+            || matches!(
+                (modified(&data.join("synth.json")), modified(&saved)),
+                (Some(d), Some(r)) if d > r
+            );
+        if let Some(why) = stale_run(old.as_ref(), &config, newer_data) {
+            set_aside(run, why)?;
         }
     }
     // Resuming makes a second run pick up where the first stopped (or skip straight to
@@ -295,6 +326,26 @@ mod tests {
         std::fs::write(dir.join("synth.json"), "{ not json").unwrap();
         assert!(!same_synth(&dir, &synth));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_run_of_other_settings_or_other_data_is_not_resumed() {
+        let config = default_train_config(Path::new(DEFAULT_DATA), &default_synth()).unwrap();
+        let mut other = config.clone();
+        other.phase1_epochs += 1;
+        assert_eq!(stale_run(Some(&config), &config, false), None);
+        assert!(
+            stale_run(Some(&config), &config, true).is_some(),
+            "new data"
+        );
+        assert!(
+            stale_run(Some(&other), &config, false).is_some(),
+            "new settings"
+        );
+        assert!(
+            stale_run(None, &config, false).is_some(),
+            "unreadable run.json"
+        );
     }
 
     #[test]
