@@ -257,7 +257,7 @@ pub fn run() -> Result<()> {
             .ok()
             .and_then(|bytes| serde_json::from_slice::<TrainConfig>(&bytes).ok());
         // The data set is newer than the run when it was made just now, or replaced
-        // since the run started.
+        // since the run was last written.
         let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         let newer_data = made_data
             || matches!(
