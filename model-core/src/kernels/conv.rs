@@ -7,8 +7,8 @@
 //! input gradient as a transposed convolution, which Flex runs one (image, group) pair
 //! at a time on one thread with a scatter, and the weight gradient as one full
 //! convolution per group, each followed by a copy of the whole weight gradient. For a
-//! depthwise layer that is C convolutions and C copies; together they were the
-//! largest single item in a profile of a training step (BENCHMARKS.md).
+//! depthwise layer that is C convolutions and C copies. The input gradient alone was
+//! 13 % of a training step in a profile (BENCHMARKS.md).
 //!
 //! For stride 1 and padding k/2 both gradients have simpler forms:
 //! - input gradient: a grouped convolution of the output gradient with every filter
@@ -16,9 +16,9 @@
 //!   group, which Flex runs on its multi-threaded forward paths (the depthwise fast path
 //!   for depthwise layers);
 //! - weight gradient: for each filter, the correlation of the input planes with the
-//!   output-gradient plane over the k x k offsets, summed over the batch: a direct
-//!   loop here, parallel over output channels; the bias gradient falls out of the same
-//!   loop.
+//!   output-gradient plane over the k x k offsets, summed over the batch: one dot
+//!   product per offset here (see [`grouped_conv_weight_grad`]), parallel over output
+//!   channels; the bias gradient falls out of the same loop.
 //!
 //! [`grouped_conv_same`] takes this path when the backend is `Autodiff<Flex>` (a
 //! run-time type check, so the model stays generic over `B: Backend`) and the layer
