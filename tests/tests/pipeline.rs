@@ -58,7 +58,9 @@ fn synth_train_evaluate_predict_export() {
     let data = root.join("data");
     let run = root.join("run");
     synth(&data, "40", "48");
-    trainer_ok(&tiny_train_args(&data, &run, "1", "1"));
+    let mut args = tiny_train_args(&data, &run, "1", "1");
+    args.extend(["--lr-schedule", "cosine", "--lr", "0.002"]);
+    trainer_ok(&args);
     for file in [
         "run.json",
         "taxonomy.json",
@@ -82,6 +84,18 @@ fn synth_train_evaluate_predict_export() {
     // One log line per epoch: 2 categories x (1 + 1) epochs.
     let log = std::fs::read_to_string(run.join("train_log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 4, "{log}");
+    // Under the cosine schedule each stage (one epoch here) ends at 1% of the peak.
+    for line in log.lines() {
+        let lr = serde_json::from_str::<serde_json::Value>(line).unwrap()["lr"]
+            .as_f64()
+            .unwrap();
+        assert!((lr - 0.002 * 0.01).abs() < 1e-9, "last-step rate {lr}");
+    }
+    let config = std::fs::read_to_string(run.join("run.json")).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&config).unwrap()["lr_schedule"],
+        "cosine"
+    );
 
     // evaluate --json: the contract's shape.
     let out = trainer_ok(&["evaluate", "--run", s(&run), "--json", "--device", "cpu"]);
@@ -106,6 +120,58 @@ fn synth_train_evaluate_predict_export() {
     }
     assert_eq!(categories[0]["name"], "Men Tshirts");
     assert_eq!(categories[0]["attributes"].as_array().unwrap().len(), 5);
+
+    // evaluate --split test scores the rows of test_labels.csv: each attribute's
+    // support is the number of its labelled cells there, less any label that training
+    // never saw (dropped with a warning); far more than the 4 validation rows.
+    let out = trainer_ok(&[
+        "evaluate",
+        "--run",
+        s(&run),
+        "--split",
+        "test",
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    let v = json(&out);
+    let labels = std::fs::read_to_string(data.join("test_labels.csv")).unwrap();
+    for c in v["categories"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        for (k, a) in c["attributes"].as_array().unwrap().iter().enumerate() {
+            let labelled = labels
+                .lines()
+                .skip(1)
+                .map(|l| l.split(',').collect::<Vec<_>>())
+                .filter(|f| f[1] == name && !f[3 + k].trim().is_empty())
+                .count();
+            let support = a["support"].as_u64().unwrap() as usize;
+            assert!(
+                support <= labelled && support * 4 >= labelled * 3,
+                "{name} {a}: {labelled} labelled"
+            );
+            assert!(support > 4, "{name} {a}");
+        }
+    }
+    // Without test_labels.csv there is nothing to score: a clear error.
+    let hidden = data.join("test_labels.hidden");
+    std::fs::rename(data.join("test_labels.csv"), &hidden).unwrap();
+    let out = trainer(&[
+        "evaluate",
+        "--run",
+        s(&run),
+        "--split",
+        "test",
+        "--device",
+        "cpu",
+    ]);
+    std::fs::rename(&hidden, data.join("test_labels.csv")).unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("test_labels.csv") && err.contains("--split val"),
+        "{err}"
+    );
 
     // predict --category: labels from the taxonomy, probabilities summing to one.
     let image = data.join("test_images/000000.jpg");

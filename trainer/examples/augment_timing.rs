@@ -38,13 +38,40 @@ fn main() {
             },
         ),
         (
-            "all",
+            "all standard steps",
             AugmentParams {
                 flip: true,
                 crop: [0.1, 0.1, 0.8, 0.8],
                 rotation: 0.1,
                 brightness: 1.1,
                 contrast: 0.9,
+                ..AugmentParams::identity()
+            },
+        ),
+        (
+            "light fall-off",
+            AugmentParams {
+                falloff: (0.3, 1.0),
+                ..AugmentParams::identity()
+            },
+        ),
+        (
+            "blur",
+            AugmentParams {
+                blur: 0.9,
+                ..AugmentParams::identity()
+            },
+        ),
+        (
+            "all photo steps",
+            AugmentParams {
+                flip: true,
+                crop: [-0.1, -0.1, 1.2, 1.2],
+                rotation: 0.1,
+                brightness: 1.1,
+                contrast: 0.9,
+                falloff: (0.3, 1.0),
+                blur: 0.9,
             },
         ),
     ];

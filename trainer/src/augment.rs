@@ -1,7 +1,9 @@
 //! Training-time augmentation (SPEC.md, Training 6): each training image is augmented
 //! with probability 0.5, drawn anew every epoch from `(seed, epoch, index)`; when it is,
 //! it gets a horizontal flip (half the time), a random resized crop, a small rotation
-//! and mild brightness and contrast changes.
+//! and mild brightness and contrast changes. Settings may add what separates casual
+//! photos from studio ones: zooming out (a crop box larger than the frame), light that
+//! falls off across the picture, and softness (a blend with a 3x3 box blur).
 //!
 //! Colour is a label, so nothing here may shift hue or saturation. The geometric steps
 //! only move and blend pixels of the same image (bilinear, with edge pixels repeated
@@ -33,6 +35,13 @@ pub struct AugmentConfig {
     pub brightness: f32,
     /// Contrast factor range is `1 ± contrast`.
     pub contrast: f32,
+    /// Largest share of the brightness lost at the far side of a linear fall-off in a
+    /// random direction (0 = even light). Runs saved before this setting: 0.
+    #[serde(default)]
+    pub light_falloff: f32,
+    /// Largest blend weight of a 3x3 box blur (0 = sharp). Runs saved before: 0.
+    #[serde(default)]
+    pub blur: f32,
 }
 
 impl Default for AugmentConfig {
@@ -45,6 +54,42 @@ impl Default for AugmentConfig {
             max_rotation_deg: 10.0,
             brightness: 0.15,
             contrast: 0.15,
+            light_falloff: 0.0,
+            blur: 0.0,
+        }
+    }
+}
+
+/// The augmentation settings `trainer train --augment` names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AugmentPreset {
+    /// Flip, crop (zoom in), small rotation, brightness and contrast.
+    #[default]
+    Standard,
+    /// Standard plus zoom-out, light fall-off and blur ([`AugmentConfig::photo_conditions`]).
+    Photo,
+}
+
+impl AugmentPreset {
+    pub fn config(self) -> AugmentConfig {
+        match self {
+            AugmentPreset::Standard => AugmentConfig::default(),
+            AugmentPreset::Photo => AugmentConfig::photo_conditions(),
+        }
+    }
+}
+
+impl AugmentConfig {
+    /// The default plus the photo-condition steps, for training on studio-like images
+    /// that will meet casual ones: crops from 75% of the area (zoom in) to 140% (zoom
+    /// out, the garment smaller in the frame), light falling off by up to 30% across the
+    /// picture, blur blends up to 0.9.
+    pub fn photo_conditions() -> Self {
+        Self {
+            crop_area: [0.75, 1.4],
+            light_falloff: 0.3,
+            blur: 0.9,
+            ..Self::default()
         }
     }
 }
@@ -61,6 +106,11 @@ pub struct AugmentParams {
     pub brightness: f32,
     /// Contrast factor around the image's mean luma (1 = unchanged).
     pub contrast: f32,
+    /// Light fall-off: `(strength, direction in radians)`; the brightness factor drops
+    /// linearly by up to `strength` from the lit side of the image to the far side.
+    pub falloff: (f32, f32),
+    /// Blend weight of the 3x3 box blur (0 = none).
+    pub blur: f32,
 }
 
 impl AugmentParams {
@@ -72,6 +122,8 @@ impl AugmentParams {
             rotation: 0.0,
             brightness: 1.0,
             contrast: 1.0,
+            falloff: (0.0, 0.0),
+            blur: 0.0,
         }
     }
 }
@@ -90,16 +142,47 @@ impl AugmentConfig {
         let area = rng.range(self.crop_area[0], self.crop_area[1]);
         let log_aspect = rng.range(self.crop_aspect[0].ln(), self.crop_aspect[1].ln());
         let aspect = log_aspect.exp();
-        let w = (area * aspect).sqrt().min(1.0);
-        let h = (area / aspect).sqrt().min(1.0);
-        let x0 = rng.range(0.0, 1.0 - w + f32::EPSILON);
-        let y0 = rng.range(0.0, 1.0 - h + f32::EPSILON);
+        // A box within the frame when the area is below 1; above 1 it zooms out: the
+        // box is larger than the frame and contains it (the edges repeat outside).
+        let (w, h) = if area <= 1.0 {
+            (
+                (area * aspect).sqrt().min(1.0),
+                (area / aspect).sqrt().min(1.0),
+            )
+        } else {
+            (
+                (area * aspect).sqrt().max(1.0),
+                (area / aspect).sqrt().max(1.0),
+            )
+        };
+        let x0 = span(&mut rng, 1.0 - w);
+        let y0 = span(&mut rng, 1.0 - h);
+        let rotation = rng.symmetric(self.max_rotation_deg.to_radians());
+        let brightness = 1.0 + rng.symmetric(self.brightness);
+        let contrast = 1.0 + rng.symmetric(self.contrast);
+        // Draws for the newer steps come last, so that settings without them draw the
+        // same crops and colours as before they existed.
+        let falloff = if self.light_falloff > 0.0 {
+            (
+                rng.range(0.0, self.light_falloff),
+                rng.range(0.0, std::f32::consts::TAU),
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        let blur = if self.blur > 0.0 {
+            rng.range(0.0, self.blur)
+        } else {
+            0.0
+        };
         Some(AugmentParams {
             flip,
             crop: [x0, y0, w, h],
-            rotation: rng.symmetric(self.max_rotation_deg.to_radians()),
-            brightness: 1.0 + rng.symmetric(self.brightness),
-            contrast: 1.0 + rng.symmetric(self.contrast),
+            rotation,
+            brightness,
+            contrast,
+            falloff,
+            blur,
         })
     }
 
@@ -118,10 +201,53 @@ impl AugmentConfig {
     }
 }
 
+/// A uniform offset between 0 and `room` (which is negative when the box is larger
+/// than the frame).
+fn span(rng: &mut Rng, room: f32) -> f32 {
+    if room >= 0.0 {
+        rng.range(0.0, room + f32::EPSILON)
+    } else {
+        rng.range(room, f32::EPSILON)
+    }
+}
+
 /// Applies one augmentation; the output has the input's size.
 pub fn apply_params(image: &RgbImage, p: &AugmentParams) -> RgbImage {
     let geometric = warp(image, p);
-    photometric(geometric, p.brightness, p.contrast)
+    let soft = soften(geometric, p.blur);
+    photometric(soft, p.brightness, p.contrast, p.falloff)
+}
+
+/// Blends each pixel with the mean of its 3x3 neighbourhood (edges repeated) by
+/// `weight`. Every output channel mixes only the same channel of nearby pixels of the
+/// garment, so a flat colour keeps its hue.
+fn soften(image: RgbImage, weight: f32) -> RgbImage {
+    if weight <= 0.0 {
+        return image;
+    }
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let src = image.as_raw();
+    let mut out = image.clone();
+    let buf: &mut [u8] = &mut out;
+    for y in 0..h {
+        let rows = [y.saturating_sub(1), y, (y + 1).min(h - 1)];
+        for x in 0..w {
+            let cols = [x.saturating_sub(1), x, (x + 1).min(w - 1)];
+            for c in 0..3 {
+                let mut sum = 0u32;
+                for &ry in &rows {
+                    for &cx in &cols {
+                        sum += u32::from(src[(ry * w + cx) * 3 + c]);
+                    }
+                }
+                let at = (y * w + x) * 3 + c;
+                let own = f32::from(src[at]);
+                let mean = sum as f32 / 9.0;
+                buf[at] = (own + (mean - own) * weight + 0.5) as u8;
+            }
+        }
+    }
+    out
 }
 
 /// Flip, crop and rotation in one inverse mapping with bilinear sampling.
@@ -192,13 +318,27 @@ fn luma(p: [u8; 3]) -> f32 {
     0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32
 }
 
-/// Brightness and contrast on luma, applied to each pixel as one common factor on its
-/// channels (see the module docs).
-fn photometric(mut image: RgbImage, brightness: f32, contrast: f32) -> RgbImage {
-    if brightness == 1.0 && contrast == 1.0 {
+/// Brightness, contrast and light fall-off on luma, applied to each pixel as one common
+/// factor on its channels (see the module docs).
+fn photometric(
+    mut image: RgbImage,
+    brightness: f32,
+    contrast: f32,
+    (falloff, direction): (f32, f32),
+) -> RgbImage {
+    if brightness == 1.0 && contrast == 1.0 && falloff == 0.0 {
         return image;
     }
-    let n = (image.width() * image.height()).max(1) as f32;
+    let (width, height) = (image.width() as usize, image.height() as usize);
+    let n = (width * height).max(1) as f32;
+    // Position along the light's direction, 0 on the lit side and 1 on the far side.
+    let (dx, dy) = (direction.cos(), direction.sin());
+    let reach = (dx.abs() + dy.abs()).max(1e-6);
+    let shade = |i: usize| -> f32 {
+        let x = (i % width) as f32 / width.max(2) as f32 - 0.5;
+        let y = (i / width) as f32 / height.max(2) as f32 - 0.5;
+        1.0 - falloff * ((x * dx + y * dy) / reach + 0.5)
+    };
     let buf: &mut [u8] = &mut image;
     let mean = buf
         .chunks_exact(3)
@@ -208,11 +348,12 @@ fn photometric(mut image: RgbImage, brightness: f32, contrast: f32) -> RgbImage 
     // target = (mean + contrast * (y - mean)) * brightness = gain * y + offset
     let gain = contrast * brightness;
     let offset = mean * (1.0 - contrast) * brightness;
-    for px in buf.chunks_exact_mut(3) {
+    for (i, px) in buf.chunks_exact_mut(3).enumerate() {
         let (r, g, b) = (px[0], px[1], px[2]);
         let max = r.max(g).max(b);
         let y = luma([r, g, b]);
-        let target = (gain * y + offset).clamp(0.0, 255.0);
+        let lit = if falloff == 0.0 { 1.0 } else { shade(i) };
+        let target = ((gain * y + offset) * lit).clamp(0.0, 255.0);
         if max == 0 {
             // Black has no hue: it may become a grey.
             let grey = (target + 0.5) as u8;
@@ -261,20 +402,27 @@ mod tests {
     }
 
     /// Circular mean hue (degrees) and mean saturation of the clearly coloured pixels.
+    /// Circular mean hue (degrees) and median saturation of the clearly coloured
+    /// pixels. The median reads the garment's own saturation: blur and interpolation
+    /// legitimately mix its outline with the background, like a soft photo does.
     fn mean_hue(image: &RgbImage) -> (f32, f32) {
-        let (mut s, mut c, mut sat, mut n) = (0.0f32, 0.0f32, 0.0f32, 0usize);
+        let (mut s, mut c) = (0.0f32, 0.0f32);
+        let mut sat = Vec::new();
         for p in image.pixels() {
             let (h, sv) = hue_saturation(p.0);
             let v = *p.0.iter().max().unwrap_or(&0) as f32 / 255.0;
             if sv > 0.3 && v > 0.15 {
                 s += h.to_radians().sin();
                 c += h.to_radians().cos();
-                sat += sv;
-                n += 1;
+                sat.push(sv);
             }
         }
-        assert!(n > 50, "the image has coloured pixels");
-        (s.atan2(c).to_degrees().rem_euclid(360.0), sat / n as f32)
+        assert!(sat.len() > 50, "the image has coloured pixels");
+        sat.sort_by(f32::total_cmp);
+        (
+            s.atan2(c).to_degrees().rem_euclid(360.0),
+            sat[sat.len() / 2],
+        )
     }
 
     fn hue_gap(a: f32, b: f32) -> f32 {
@@ -317,7 +465,23 @@ mod tests {
                 contrast: 0.85,
                 ..AugmentParams::identity()
             },
+            AugmentParams {
+                crop: [-0.2, -0.15, 1.4, 1.3],
+                ..AugmentParams::identity()
+            },
+            AugmentParams {
+                falloff: (0.3, 0.7),
+                ..AugmentParams::identity()
+            },
+            AugmentParams {
+                blur: 0.9,
+                ..AugmentParams::identity()
+            },
         ];
+        let photo = AugmentConfig {
+            probability: 1.0,
+            ..AugmentConfig::photo_conditions()
+        };
         for colour in [
             [200, 30, 40],
             [240, 130, 30],
@@ -328,7 +492,9 @@ mod tests {
         ] {
             let img = garment(colour);
             let (hue, sat) = mean_hue(&img);
-            let drawn = (0..40).filter_map(|i| cfg.draw(3, i / 8, i));
+            let drawn = (0..40)
+                .filter_map(|i| cfg.draw(3, i / 8, i))
+                .chain((0..40).filter_map(|i| photo.draw(5, i / 8, i)));
             for params in extremes.iter().cloned().chain(drawn) {
                 let out = apply_params(&img, &params);
                 assert_eq!(out.dimensions(), img.dimensions());
@@ -371,6 +537,109 @@ mod tests {
             .filter(|&i| cfg.draw(9, 1, i) == cfg.draw(9, 2, i))
             .count();
         assert!(same < 150, "{same}");
+    }
+
+    /// Pixels that are clearly not the white background.
+    fn garment_pixels(image: &RgbImage) -> usize {
+        image
+            .pixels()
+            .filter(|p| p.0.iter().any(|&c| c < 200))
+            .count()
+    }
+
+    #[test]
+    fn photo_condition_steps_do_what_they_say() {
+        let img = garment([40, 100, 210]);
+        // Zooming out makes the garment smaller in the frame, by the area ratio.
+        let zoomed = apply_params(
+            &img,
+            &AugmentParams {
+                crop: [-0.2, -0.2, 1.4, 1.4],
+                ..AugmentParams::identity()
+            },
+        );
+        let ratio = garment_pixels(&zoomed) as f32 / garment_pixels(&img) as f32;
+        assert!((ratio - 1.0 / 1.96).abs() < 0.06, "area ratio {ratio}");
+        let cfg = AugmentConfig {
+            probability: 1.0,
+            ..AugmentConfig::photo_conditions()
+        };
+        let boxes: Vec<[f32; 4]> = (0..400)
+            .filter_map(|i| cfg.draw(1, 0, i))
+            .map(|p| p.crop)
+            .collect();
+        assert!(boxes.iter().any(|b| b[2] > 1.1) && boxes.iter().any(|b| b[2] < 0.95));
+        for b in &boxes {
+            // A box is inside the frame or contains it, never beside it.
+            for (o, len) in [(b[0], b[2]), (b[1], b[3])] {
+                if len <= 1.0 {
+                    assert!(o >= 0.0 && o + len <= 1.0 + 1e-5, "{b:?}");
+                } else {
+                    assert!(o <= 1e-5 && o + len >= 1.0 - 1e-5, "{b:?}");
+                }
+            }
+        }
+
+        // Light from the left (direction 0: falling off towards the right).
+        let grey = RgbImage::from_pixel(32, 32, image::Rgb([160, 160, 160]));
+        let lit = apply_params(
+            &grey,
+            &AugmentParams {
+                falloff: (0.3, 0.0),
+                ..AugmentParams::identity()
+            },
+        );
+        let (left, right) = (lit.get_pixel(0, 16).0[0], lit.get_pixel(31, 16).0[0]);
+        assert!(left >= 155 && right <= 118, "left {left}, right {right}");
+
+        // Blur smooths a checkerboard: neighbours grow closer.
+        let board = RgbImage::from_fn(32, 32, |x, y| {
+            image::Rgb(if (x + y) % 2 == 0 { [250; 3] } else { [10; 3] })
+        });
+        let edges = |im: &RgbImage| -> u32 {
+            (0..31)
+                .map(|x| {
+                    (im.get_pixel(x, 5).0[0] as i32 - im.get_pixel(x + 1, 5).0[0] as i32)
+                        .unsigned_abs()
+                })
+                .sum()
+        };
+        let soft = apply_params(
+            &board,
+            &AugmentParams {
+                blur: 0.9,
+                ..AugmentParams::identity()
+            },
+        );
+        assert!(
+            edges(&soft) * 3 < edges(&board),
+            "{} vs {}",
+            edges(&soft),
+            edges(&board)
+        );
+    }
+
+    #[test]
+    fn settings_without_the_new_steps_draw_as_before() {
+        // The newer draws come after the older ones: the crop, rotation and colour of
+        // a run saved before them stay the same.
+        let old = AugmentConfig::default();
+        let new = AugmentConfig {
+            light_falloff: 0.3,
+            blur: 0.5,
+            ..AugmentConfig::default()
+        };
+        for i in 0..100 {
+            match (old.draw(4, 1, i), new.draw(4, 1, i)) {
+                (None, None) => {}
+                (Some(a), Some(b)) => {
+                    assert_eq!((a.flip, a.crop, a.rotation), (b.flip, b.crop, b.rotation));
+                    assert_eq!((a.brightness, a.contrast), (b.brightness, b.contrast));
+                    assert_eq!((a.falloff, a.blur), ((0.0, 0.0), 0.0));
+                }
+                _ => panic!("the same images are augmented"),
+            }
+        }
     }
 
     #[test]

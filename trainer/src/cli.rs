@@ -76,6 +76,16 @@ pub struct TrainArgs {
     /// Initial learning rate of AdamW [default: 1e-4 with --pretrained, 2e-3 without].
     #[arg(long)]
     pub lr: Option<f64>,
+    /// How the rate moves within each stage: plateau (halved when the validation
+    /// score stalls, the reference) or cosine (5% warm-up, then a cosine decay to 1%
+    /// of --lr by the stage's last step) [default: plateau].
+    #[arg(long, value_enum)]
+    pub lr_schedule: Option<crate::train::schedule::LrSchedule>,
+    /// Training-image augmentation: standard (flip, zoom-in crop, small rotation,
+    /// brightness, contrast) or photo (standard plus zoom-out, light fall-off and blur,
+    /// for photos taken less carefully than the training ones).
+    #[arg(long, value_enum, default_value_t = crate::augment::AugmentPreset::Standard)]
+    pub augment: crate::augment::AugmentPreset,
     /// Weight of the MMD domain-adaptation term in phase one [default: 0.1].
     #[arg(long)]
     pub mmd_weight: Option<f64>,
@@ -122,6 +132,11 @@ pub enum Command {
         json: bool,
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
+        /// Rows to score: val (the run's held-out training rows) or test (the rows of
+        /// the data set's test_labels.csv, on the test images; `trainer synth` writes
+        /// one, the Meesho files have none).
+        #[arg(long, value_enum, default_value_t = crate::run::EvalSplit::Val)]
+        split: crate::run::EvalSplit,
     },
     /// Label photos (`--category NAME IMAGE...`) or write a submission for a data set's
     /// test.csv (`--data DIR --out submission.csv`).
@@ -211,7 +226,8 @@ pub fn run(cli: Cli) -> Result<()> {
             data,
             json,
             device,
-        }) => crate::run::evaluate(&run, data.as_deref(), json, device).map(|_| ()),
+            split,
+        }) => crate::run::evaluate(&run, data.as_deref(), split, json, device).map(|_| ()),
         Some(Command::Predict {
             run,
             category,

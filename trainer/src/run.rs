@@ -302,9 +302,60 @@ impl Run {
     }
 }
 
+/// Which labelled rows `trainer evaluate` scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvalSplit {
+    /// The validation rows held out of train.csv (the split training used).
+    Val,
+    /// The rows of test_labels.csv, on the test images (the shifted target domain).
+    Test,
+}
+
+impl PreparedData {
+    /// The labelled test rows of category `name` (from `test_labels.csv`), each with
+    /// its image's index in the test image store. Rows whose test image was skipped
+    /// (and reported) while loading are left out and counted in the second value.
+    pub fn test_examples(&self, name: &str) -> Result<(Vec<Example>, usize)> {
+        let labels = self.dataset.test_labels.as_ref().with_context(|| {
+            format!(
+                "{}: no test_labels.csv, so the test rows have no labels to score (use --split val)",
+                self.dataset.root.display()
+            )
+        })?;
+        let index = self
+            .dataset
+            .taxonomy
+            .categories
+            .iter()
+            .position(|c| c.name == name)
+            .with_context(|| format!("category {name:?} is not in the data set"))?;
+        let image_of: std::collections::HashMap<u64, usize> = self
+            .loaded
+            .test
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(image, &row)| (self.dataset.test[row].id, image))
+            .collect();
+        let mut missing = 0;
+        let mut examples = Vec::new();
+        for row in labels.iter().filter(|r| r.category == index) {
+            match image_of.get(&row.id) {
+                Some(&image) => examples.push(Example {
+                    image,
+                    labels: row.labels.clone(),
+                }),
+                None => missing += 1,
+            }
+        }
+        Ok((examples, missing))
+    }
+}
+
 struct EvaluateTask<'a> {
     run: &'a Run,
     data: &'a PreparedData,
+    split: EvalSplit,
 }
 
 impl BackendTask for EvaluateTask<'_> {
@@ -316,11 +367,27 @@ impl BackendTask for EvaluateTask<'_> {
             let data = self
                 .data
                 .category(&self.run.taxonomy, &name, cfg.seed, cfg.val_fraction)?;
+            let (rows, store) = match self.split {
+                EvalSplit::Val => (data.val, &self.data.loaded.train.images),
+                EvalSplit::Test => {
+                    let (rows, missing) = self.data.test_examples(&name)?;
+                    if missing > 0 {
+                        eprintln!("{name}: {missing} labelled test row(s) have no usable image (see the data report); not scored");
+                    }
+                    (rows, &self.data.loaded.test.images)
+                }
+            };
+            if rows.is_empty() {
+                bail!(
+                    "{name}: no labelled row to score in the {:?} split",
+                    self.split
+                );
+            }
             let model = self.run.load_model::<B>(&name, &device)?.valid();
-            let images: Vec<usize> = data.val.iter().map(|e| e.image).collect();
+            let images: Vec<usize> = rows.iter().map(|e| e.image).collect();
             let predicted = train::predict_classes(
                 &model,
-                &self.data.loaded.train.images,
+                store,
                 &images,
                 &cfg.preprocess(),
                 cfg.batch_size * 2,
@@ -332,7 +399,7 @@ impl BackendTask for EvaluateTask<'_> {
                 .iter()
                 .enumerate()
                 .map(|(a, attribute)| {
-                    let truth: Vec<Option<usize>> = data.val.iter().map(|e| e.labels[a]).collect();
+                    let truth: Vec<Option<usize>> = rows.iter().map(|e| e.labels[a]).collect();
                     let pred: Vec<usize> = predicted.iter().map(|p| p[a]).collect();
                     model_core::metrics::attribute_score(&attribute.name, &truth, &pred)
                 })
@@ -343,11 +410,30 @@ impl BackendTask for EvaluateTask<'_> {
     }
 }
 
-/// `trainer evaluate`: the validation score of every trained category.
+/// `trainer evaluate`: the score of every trained category on the validation rows or
+/// on the labelled test rows, printed as a table or as JSON.
 pub fn evaluate(
     run_dir: &Path,
     data: Option<&Path>,
+    split: EvalSplit,
     json: bool,
+    device_choice: DeviceChoice,
+) -> Result<Score> {
+    let score = score_run(run_dir, data, split, device_choice)?;
+    if json {
+        println!("{}", serde_json::to_string(&score)?);
+    } else {
+        print_table(&score);
+    }
+    Ok(score)
+}
+
+/// The score of every trained category of a run on `split` of its data set (or of
+/// `data`), without printing it.
+pub fn score_run(
+    run_dir: &Path,
+    data: Option<&Path>,
+    split: EvalSplit,
     device_choice: DeviceChoice,
 ) -> Result<Score> {
     let run = Run::open(run_dir)?;
@@ -368,13 +454,9 @@ pub fn evaluate(
         EvaluateTask {
             run: &run,
             data: &prepared,
+            split,
         },
     )?;
-    if json {
-        println!("{}", serde_json::to_string(&score)?);
-    } else {
-        print_table(&score);
-    }
     Ok(score)
 }
 

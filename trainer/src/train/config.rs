@@ -30,8 +30,11 @@ pub struct TrainConfig {
     /// Which rows phase one trains on (runs saved before this option: the reference's).
     #[serde(default)]
     pub phase1_rows: Phase1Rows,
-    /// Initial learning rate of every phase.
+    /// Initial learning rate of every phase (the peak, under the cosine schedule).
     pub lr: f64,
+    /// How the rate moves within a stage (runs saved before this option: plateau).
+    #[serde(default)]
+    pub lr_schedule: crate::train::schedule::LrSchedule,
     pub weight_decay: f64,
     /// Gradients are clipped to this global L2 norm.
     pub grad_clip: f64,

@@ -17,17 +17,18 @@
 pub mod batch;
 pub mod config;
 pub mod plateau;
+pub mod schedule;
 
 use crate::data::images::ImageStore;
 use crate::fsutil::{read, read_json, write_atomic, write_json};
 use crate::rng::{derive_seed, Rng};
 use anyhow::{bail, Context as _, Result};
-use batch::{pixels, EpochAugment};
+use batch::{pixel_data, pixels, prefetched, EpochAugment};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 use config::{Phase1Rows, RunPaths, TrainConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use model_core::convnext::global_average_pool;
@@ -38,6 +39,7 @@ use model_core::preprocess::PreprocessConfig;
 use model_core::store::{load_safetensors, write_safetensors, Precision};
 use model_core::taxonomy::CategorySpec;
 use plateau::Plateau;
+use schedule::{cosine_factor, LrSchedule};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -287,6 +289,7 @@ pub fn train_category<B: AutodiffBackend>(
                 data,
                 &rows,
                 stage,
+                (epoch, epochs),
                 epoch_seed,
                 model,
                 &mut optim,
@@ -318,8 +321,18 @@ pub fn train_category<B: AutodiffBackend>(
                     best = GarmentModel { heads, ..best };
                 }
             }
-            let lr = state.plateau.lr;
-            state.plateau.step(score.score);
+            let batches = rows.len().div_ceil(cfg.batch_size);
+            let lr = step_lr(
+                cfg.lr_schedule,
+                state.plateau.lr,
+                (epoch + 1) * batches - 1,
+                epochs * batches,
+            );
+            // Under the cosine schedule the plateau rule only keeps the best score; its
+            // cuts would fight the decay.
+            if cfg.lr_schedule == LrSchedule::Plateau {
+                state.plateau.step(score.score);
+            }
             state.epochs_done += 1;
             // Checkpoint: weights, optimizer and state, each written atomically, the
             // state last so that it never points at files not yet written.
@@ -420,8 +433,9 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
     data: &CategoryData<'_>,
     rows: &[&Example],
     stage: Stage,
+    (epoch, epochs): (usize, usize),
     epoch_seed: u64,
-    mut model: GarmentModel<B>,
+    model: GarmentModel<B>,
     optim: &mut O,
     plateau: &Plateau,
     device: &B::Device,
@@ -448,34 +462,48 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
     let mut loss_sum = 0.0;
     // Phase two computes the shared features without gradients, on a frozen copy.
     let frozen = matches!(stage, Stage::PhaseTwo(_)).then(|| model.valid());
-    for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
+    // The next batches' pixels are made on a helper thread while this one trains.
+    let prepare = |b: usize| -> Result<(TensorData, Option<TensorData>)> {
+        let chunk = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
+        let images: Vec<usize> = chunk.iter().map(|&i| rows[i].image).collect();
+        let src = pixel_data(ctx.train_images, &images, Some(augment), &ctx.preprocess)?;
+        let tgt = if use_mmd {
+            // Walk through the shuffled target images in step with the rows.
+            let first = b * cfg.batch_size;
+            let picked: Vec<usize> = (0..chunk.len())
+                .map(|i| target[(first + i) % target.len()])
+                .collect();
+            Some(pixel_data(ctx.test_images, &picked, None, &ctx.preprocess)?)
+        } else {
+            None
+        };
+        Ok((src, tgt))
+    };
+    let mut interrupted = false;
+    // The model moves through the optimizer each step; the slot holds it in between.
+    let mut slot = Some(model);
+    prefetched(batches, 2, prepare, |b, (src, tgt)| {
         if ctx.interrupted.load(Ordering::SeqCst) {
-            bar.abandon_with_message("interrupted");
-            return Ok(None);
+            interrupted = true;
+            return Ok(false);
         }
+        let chunk = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
         let examples: Vec<&Example> = chunk.iter().map(|&i| rows[i]).collect();
-        let images: Vec<usize> = examples.iter().map(|e| e.image).collect();
-        let n = images.len();
+        let n = examples.len();
+        let model = slot
+            .take()
+            .expect("the model is back in its slot after every step");
         let loss = match stage {
             Stage::PhaseOne => {
-                let src = pixels::<B>(
-                    ctx.train_images,
-                    &images,
-                    Some(augment),
-                    &ctx.preprocess,
-                    device,
-                )?;
-                let (features, target_features) = if use_mmd {
-                    // Walk through the shuffled target images in step with the rows.
-                    let first = b * cfg.batch_size;
-                    let picked: Vec<usize> =
-                        (0..n).map(|i| target[(first + i) % target.len()]).collect();
-                    let tgt = pixels::<B>(ctx.test_images, &picked, None, &ctx.preprocess, device)?;
-                    let both = model.forward_shared(Tensor::cat(vec![src, tgt], 0));
-                    let m = both.dims()[0];
-                    (both.clone().narrow(0, 0, n), Some(both.narrow(0, n, m - n)))
-                } else {
-                    (model.forward_shared(src), None)
+                let src = Tensor::<B, 4>::from_data(src, device);
+                let (features, target_features) = match tgt {
+                    Some(tgt) => {
+                        let tgt = Tensor::<B, 4>::from_data(tgt, device);
+                        let both = model.forward_shared(Tensor::cat(vec![src, tgt], 0));
+                        let m = both.dims()[0];
+                        (both.clone().narrow(0, 0, n), Some(both.narrow(0, n, m - n)))
+                    }
+                    None => (model.forward_shared(src), None),
                 };
                 let out = model.forward_heads(features);
                 let mut loss = heads_loss(&out.logits, &examples, device)?;
@@ -486,13 +514,7 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
                 loss
             }
             Stage::PhaseTwo(_) => {
-                let src = pixels::<B::InnerBackend>(
-                    ctx.train_images,
-                    &images,
-                    Some(augment),
-                    &ctx.preprocess,
-                    device,
-                )?;
+                let src = Tensor::<B::InnerBackend, 4>::from_data(src, device);
                 let frozen = frozen.as_ref().expect("phase two has a frozen copy");
                 let shared = Tensor::<B, 4>::from_inner(frozen.forward_shared(src));
                 let out = model.forward_heads(shared);
@@ -509,7 +531,13 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
         }
         loss_sum += value;
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(plateau.lr, model, grads);
+        let lr = step_lr(
+            cfg.lr_schedule,
+            plateau.lr,
+            epoch * batches + b,
+            epochs * batches,
+        );
+        slot = Some(optim.step(lr, model, grads));
         let done = (b * cfg.batch_size + n) as f64;
         bar.set_message(format!(
             "loss {:.4}  {:.1} img/s",
@@ -517,12 +545,27 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
             done / started.elapsed().as_secs_f64().max(1e-9)
         ));
         bar.inc(1);
+        Ok(true)
+    })?;
+    if interrupted {
+        bar.abandon_with_message("interrupted");
+        return Ok(None);
     }
+    let model = slot.expect("the model is back in its slot after every step");
     bar.finish_and_clear();
     Ok(Some((model, loss_sum / batches.max(1) as f64)))
 }
 
 use burn::tensor::ElementConversion;
+
+/// The rate of step `step` of a stage of `total` steps: the plateau rule's rate as it
+/// is, or that rate shaped by the warm-up and cosine.
+fn step_lr(schedule: LrSchedule, rate: f64, step: usize, total: usize) -> f64 {
+    match schedule {
+        LrSchedule::Plateau => rate,
+        LrSchedule::Cosine => rate * cosine_factor(step, total),
+    }
+}
 
 /// Sum over heads of the cross-entropy on the rows labelled for each head.
 fn heads_loss<B: Backend>(
