@@ -378,10 +378,11 @@ impl BackendTask for EvaluateTask<'_> {
                 }
             };
             if rows.is_empty() {
-                bail!(
-                    "{name}: no labelled row to score in the {:?} split",
-                    self.split
-                );
+                let split = match self.split {
+                    EvalSplit::Val => "validation rows (--split val)",
+                    EvalSplit::Test => "labelled test rows (--split test)",
+                };
+                bail!("{name}: no row to score among the {split}");
             }
             let model = self.run.load_model::<B>(&name, &device)?.valid();
             let images: Vec<usize> = rows.iter().map(|e| e.image).collect();

@@ -462,9 +462,12 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
     let mut loss_sum = 0.0;
     // Phase two computes the shared features without gradients, on a frozen copy.
     let frozen = matches!(stage, Stage::PhaseTwo(_)).then(|| model.valid());
+    // Positions in `rows` of the examples of batch `b`.
+    let chunk_of =
+        |b: usize| &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
     // The next batches' pixels are made on a helper thread while this one trains.
     let prepare = |b: usize| -> Result<(TensorData, Option<TensorData>)> {
-        let chunk = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
+        let chunk = chunk_of(b);
         let images: Vec<usize> = chunk.iter().map(|&i| rows[i].image).collect();
         let src = pixel_data(ctx.train_images, &images, Some(augment), &ctx.preprocess)?;
         let tgt = if use_mmd {
@@ -487,8 +490,7 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
             interrupted = true;
             return Ok(false);
         }
-        let chunk = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
-        let examples: Vec<&Example> = chunk.iter().map(|&i| rows[i]).collect();
+        let examples: Vec<&Example> = chunk_of(b).iter().map(|&i| rows[i]).collect();
         let n = examples.len();
         let model = slot
             .take()
