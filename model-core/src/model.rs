@@ -3,12 +3,13 @@
 
 use crate::convnext::{global_average_pool, ConvNext, ConvNextConfig};
 use crate::heads::{AttributeHead, HeadConfig, HeadOutput};
+use crate::kernels::gelu::gelu;
 use crate::taxonomy::CategorySpec;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig};
-use burn::tensor::{activation, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 
 /// Everything needed to rebuild a category's network (saved beside its weights).
 #[derive(Config, Debug, PartialEq)]
@@ -81,7 +82,7 @@ pub struct FeatureLayer<B: Backend> {
 impl<B: Backend> FeatureLayer<B> {
     /// `[batch, backbone_channels, h, w]` -> `[batch, head_dim, h, w]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.dropout.forward(activation::gelu(self.conv.forward(x)))
+        self.dropout.forward(gelu(self.conv.forward(x)))
     }
 }
 

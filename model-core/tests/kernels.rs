@@ -188,3 +188,77 @@ fn weight_gradient_matches_the_definition() {
         }
     }
 }
+
+/// The fused GELU against Burn's composed one: values and gradients on `Autodiff<Flex>`
+/// (training) and values on `Flex` (inference), over odd sizes and the whole range
+/// where GELU bends (and well into both tails).
+#[test]
+fn fused_gelu_matches_stock_gelu_values_and_gradients() {
+    use burn::tensor::activation;
+    use model_core::kernels::gelu::gelu;
+    let device = Default::default();
+    for (shape, spread) in [
+        ([3, 5, 7, 9], 3.0f32),
+        ([1, 1, 1, 1], 1.0),
+        ([2, 96, 16, 16], 8.0),
+    ] {
+        let case = format!("{shape:?} spread {spread}");
+        let x = Tensor::<Flex, 4>::random(shape, Distribution::Normal(0.0, spread as f64), &device);
+        // A random upstream gradient, so every element's slope is checked.
+        let weights = Tensor::<Flex, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let run = |fused: bool| {
+            let xa = Tensor::<B, 4>::from_inner(x.clone()).require_grad();
+            let y = if fused {
+                gelu(xa.clone())
+            } else {
+                activation::gelu(xa.clone())
+            };
+            let loss = (y.clone() * Tensor::from_inner(weights.clone())).sum();
+            let grads = loss.backward();
+            (y.inner(), xa.grad(&grads).expect("x has a gradient"))
+        };
+        let (y_ours, dx_ours) = run(true);
+        let (y_stock, dx_stock) = run(false);
+        let (value_diff, grad_diff) = (
+            max_diff(y_ours.clone(), y_stock.clone()),
+            max_diff(dx_ours, dx_stock),
+        );
+        // Absolute: erf's approximation is within 1.5e-7, and f32 rounding of values up
+        // to 8 * spread adds a few ulps.
+        assert!(
+            value_diff < 2e-6 * spread,
+            "{case}: values differ by {value_diff}"
+        );
+        assert!(
+            grad_diff < 2e-6 * spread,
+            "{case}: gradients differ by {grad_diff}"
+        );
+        // Inference backend: the same values.
+        let plain = max_diff(gelu(x.clone()), activation::gelu(x.clone()));
+        assert!(
+            plain < 2e-6 * spread,
+            "{case}: Flex values differ by {plain}"
+        );
+    }
+}
+
+#[test]
+fn erf_matches_reference_values() {
+    use model_core::kernels::gelu::erf;
+    // erf at a few points, to ten places (tables of the error function).
+    for (x, want) in [
+        (0.0f32, 0.0f64),
+        (0.1, 0.1124629160),
+        (0.5, 0.5204998778),
+        (1.0, 0.8427007929),
+        (1.5, 0.9661051465),
+        (2.0, 0.9953222650),
+        (3.0, 0.9999779095),
+        (-0.5, -0.5204998778),
+        (-2.0, -0.9953222650),
+    ] {
+        let got = erf(x) as f64;
+        // 1.5e-7 for the formula in exact arithmetic, plus a few f32 rounding steps.
+        assert!((got - want).abs() < 5e-7, "erf({x}) = {got}, want {want}");
+    }
+}

@@ -3,10 +3,11 @@
 
 use super::config::ConvNextConfig;
 use super::norm::{channels_first, per_sample, pointwise};
+use crate::kernels::gelu::gelu;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::{activation, backend::Backend, Distribution, Tensor};
+use burn::tensor::{backend::Backend, Distribution, Tensor};
 
 /// One block. Field names follow the Hugging Face checkpoint
 /// (`dwconv`, `layernorm`, `pwconv1`, `pwconv2`, `layer_scale_parameter`).
@@ -70,7 +71,7 @@ impl<B: Backend> Block<B> {
             channels,
             height * width,
         ]);
-        let branch = activation::gelu(pointwise(&self.pwconv1, branch));
+        let branch = gelu(pointwise(&self.pwconv1, branch));
         let mut branch = pointwise(&self.pwconv2, branch);
         if let Some(scale) = &self.layer_scale_parameter {
             branch = branch * per_sample(scale.val(), batch);

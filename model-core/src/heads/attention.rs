@@ -2,6 +2,7 @@
 
 use super::{HeadConfig, SpatialGate};
 use crate::kernels::conv::grouped_conv_same;
+use crate::kernels::gelu::gelu;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
@@ -36,7 +37,7 @@ impl<B: Backend> SpatialAttention<B> {
     /// `[batch, channels, height, width]` -> (gated features of the same shape,
     /// attention map `[batch, height, width]`).
     pub fn forward(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 3>) {
-        let hidden = activation::gelu(grouped_conv_same(&self.conv1, x.clone()));
+        let hidden = gelu(grouped_conv_same(&self.conv1, x.clone()));
         let scores = grouped_conv_same(&self.conv2, hidden);
         if self.per_channel {
             let gate = activation::sigmoid(scores);
@@ -71,8 +72,7 @@ impl<B: Backend> ChannelAttention<B> {
     /// `[batch, channels, height, width]` -> same shape, each channel scaled by its weight.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let pooled = crate::convnext::global_average_pool(x.clone());
-        let weights =
-            activation::sigmoid(self.fc2.forward(activation::gelu(self.fc1.forward(pooled))));
+        let weights = activation::sigmoid(self.fc2.forward(gelu(self.fc1.forward(pooled))));
         x * weights.unsqueeze_dims::<4>(&[2, 3])
     }
 }

@@ -1,9 +1,10 @@
 //! The classifier at the end of an attribute head.
 
 use super::HeadConfig;
+use crate::kernels::gelu::gelu;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::{activation, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 
 /// One hidden layer: linear, LayerNorm, GELU, dropout.
 #[derive(Module, Debug)]
@@ -50,9 +51,9 @@ impl<B: Backend> ClassifierMlp<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = crate::convnext::global_average_pool(x);
         let x = self.hidden.iter().fold(x, |x, layer| {
-            layer.dropout.forward(activation::gelu(
-                layer.norm.forward(layer.linear.forward(x)),
-            ))
+            layer
+                .dropout
+                .forward(gelu(layer.norm.forward(layer.linear.forward(x))))
         });
         self.out.forward(x)
     }

@@ -2,3 +2,4 @@
 //! tested for equality with the stock operation (`tests/kernels.rs`).
 
 pub mod conv;
+pub mod gelu;
