@@ -42,6 +42,16 @@ pub fn prepare_data(dir: &Path, size: u32, report: &Path) -> Result<PreparedData
 }
 
 impl PreparedData {
+    /// Position of category `name` in the data set's taxonomy.
+    fn category_index(&self, name: &str) -> Result<usize> {
+        self.dataset
+            .taxonomy
+            .categories
+            .iter()
+            .position(|c| c.name == name)
+            .with_context(|| format!("category {name:?} is not in the data set"))
+    }
+
     /// The training and validation examples and the unlabelled target images of one
     /// category, split as every command of a run splits them.
     pub fn category<'a>(
@@ -52,13 +62,7 @@ impl PreparedData {
         val_fraction: f64,
     ) -> Result<CategoryData<'a>> {
         let spec = taxonomy.category(name)?;
-        let index = self
-            .dataset
-            .taxonomy
-            .categories
-            .iter()
-            .position(|c| c.name == name)
-            .with_context(|| format!("category {name:?} is not in the data set"))?;
+        let index = self.category_index(name)?;
         // Rows of this category that have an image, with their index in the image store.
         let (images, rows): (Vec<usize>, Vec<crate::data::LabelledRow>) = self
             .loaded
@@ -322,13 +326,7 @@ impl PreparedData {
                 self.dataset.root.display()
             )
         })?;
-        let index = self
-            .dataset
-            .taxonomy
-            .categories
-            .iter()
-            .position(|c| c.name == name)
-            .with_context(|| format!("category {name:?} is not in the data set"))?;
+        let index = self.category_index(name)?;
         let image_of: std::collections::HashMap<u64, usize> = self
             .loaded
             .test

@@ -178,26 +178,16 @@ mod flex {
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::autodiff::NodeId;
-    use burn::backend::{Autodiff, Flex};
+    use burn::backend::Flex;
     use burn::nn::conv::Conv2d;
     use burn::nn::PaddingConfig2d;
-    use burn::tensor::backend::{Backend, BackendTypes};
+    use burn::tensor::backend::Backend;
     use burn::tensor::ops::{ConvOptions, FloatTensorOps, ModuleOps};
     use burn::tensor::{DType, Shape, Tensor, TensorData, TensorPrimitive};
     use burn_flex::FlexTensor;
-    use std::any::{Any, TypeId};
+    use std::any::TypeId;
 
-    type Ad = Autodiff<Flex>;
-    type AdTensor = <Ad as BackendTypes>::FloatTensorPrimitive;
-
-    /// Moves a value between two names of one type (the caller has compared their
-    /// `TypeId`s); `None` if they differ.
-    fn same<T: 'static, U: 'static>(value: T) -> Option<U> {
-        (Box::new(value) as Box<dyn Any>)
-            .downcast::<U>()
-            .ok()
-            .map(|b| *b)
-    }
+    use crate::kernels::flex_types::{same, Ad, AdTensor};
 
     /// The sizes of the call if the layer is one the fast path handles: odd square
     /// kernel, stride 1, no dilation, padding k/2 on every side, a bias, f32.

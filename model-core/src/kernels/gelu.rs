@@ -114,21 +114,13 @@ mod flex {
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::autodiff::NodeId;
-    use burn::backend::{Autodiff, Flex};
-    use burn::tensor::backend::{Backend, BackendTypes};
+    use burn::backend::Flex;
+    use burn::tensor::backend::Backend;
     use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
     use burn_flex::FlexTensor;
-    use std::any::{Any, TypeId};
+    use std::any::TypeId;
 
-    type Ad = Autodiff<Flex>;
-    type AdTensor = <Ad as BackendTypes>::FloatTensorPrimitive;
-
-    fn same<T: 'static, U: 'static>(value: T) -> Option<U> {
-        (Box::new(value) as Box<dyn Any>)
-            .downcast::<U>()
-            .ok()
-            .map(|b| *b)
-    }
+    use crate::kernels::flex_types::{same, Ad, AdTensor};
 
     /// GELU of a Flex tensor as a new contiguous Flex tensor of shape `dims`.
     fn forward_flex(x: FlexTensor, dims: &[usize]) -> FlexTensor {
