@@ -1,71 +1,162 @@
 #!/usr/bin/env bash
-# CUDA check for the trainer, run on a GPU machine with the release binary carried in
-# gpu-bin/ (build it first: cargo build --release -p trainer && mkdir -p gpu-bin &&
-# cp target/release/trainer gpu-bin/ && strip gpu-bin/trainer; xz it when the carried
-# files must stay under a size limit: the script unpacks gpu-bin/trainer.xz).
+# The CUDA check, made to fit one 10-minute call on a GPU machine (BUDGET seconds in
+# all). Run from the repository root with the release binary carried in gpu-bin/:
+#   cargo build --release -p trainer && mkdir -p gpu-bin && cp target/release/trainer gpu-bin/ \
+#     && strip gpu-bin/trainer && xz -T2 -6 -f gpu-bin/trainer    # the script unpacks it
 #
-# 1. Burn's and PyTorch's inference and training-step throughput for the same network
-#    (base backbone + Men Tshirts heads) at 384 and 512 px, one process per measurement,
-#    Burn first then PyTorch, so that nothing else runs on the GPU while one is timed.
-# 2. A real training run on synthetic data at 384 px with the base backbone (a few
-#    hundred AdamW steps), then evaluation and prediction on the GPU.
-# 3. The default job's network trained for many epochs on the default synthetic data,
-#    to see how its validation score grows with epochs (what the CPU default job can
-#    afford is chosen from this curve).
-# Everything it prints also goes to $OUT/gpu_check.log; training logs are copied to $OUT.
+# Burn's CUDA backend compiles its kernels at run time (and, in a build with the
+# trainer's `autotune` feature, every candidate of the big ones), so a fresh process
+# spends a while before its first step finishes. The check therefore
+#  1. warms two variants side by side, each in its own folder with its own kernel
+#     caches: kernel fusion on and off (TRAINER_CUDA_FUSION=0), printing how long each
+#     warm-up iteration took (the start-up cost a job pays);
+#  2. times, one process at a time and from those caches, inference and a training step
+#     of the same network (base backbone + Men Tshirts heads, 384 px, batch 16) for each
+#     variant that finished warming, then PyTorch eager on the same shapes;
+#  3. trains for a few hundred steps on synthetic data at 384 px with the variant whose
+#     training step was fastest, then evaluates and predicts on the GPU;
+#  4. with what time is left, 512 px for the fastest variant and for PyTorch.
+# Everything it prints also goes to $OUT/gpu_check.log; the measurements as JSON lines to
+# $OUT/burn.jsonl and $OUT/torch.jsonl, the 384 px run's log to $OUT/base384_train_log.jsonl.
 set -uo pipefail
-BIN=${BIN:-gpu-bin/trainer}
+REPO=$(pwd)
+BIN=${BIN:-$REPO/gpu-bin/trainer}
 if [ ! -x "$BIN" ] && [ -f "$BIN.xz" ]; then xz -dkf "$BIN.xz" && chmod +x "$BIN"; fi
 OUT=${OUT:-/tmp/gpu-check-out}
-mkdir -p "$OUT"
+TMP=/tmp/gpu-check-tmp
+BUDGET=${BUDGET:-560}
+WARM=${WARM:-240}
+mkdir -p "$OUT" "$TMP"
 exec > >(tee "$OUT/gpu_check.log") 2>&1
 T0=$SECONDS
 stamp() { echo "-- $1 (t=$((SECONDS - T0)) s)"; }
+left() { echo $((BUDGET - (SECONDS - T0))); }
+# within CAP CMD...: CMD with a time limit of CAP seconds, or less if the budget is short.
+within() {
+  local cap=$1 l
+  shift
+  l=$(($(left) - 3))
+  [ "$l" -lt "$cap" ] && cap=$l
+  if [ "$cap" -lt 10 ]; then echo "skipped, budget spent: $*"; return 124; fi
+  timeout "$cap" "$@"
+}
 
 stamp "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, 'cuda', torch.version.cuda)"
 "$BIN" --version
+nproc
 
-BATCH=16
-bench_pair() {
-  local SIZE=$1
-  stamp "burn (CUDA backend, fusion + autotune): base at $SIZE px, batch $BATCH"
-  timeout 80 "$BIN" bench --backbone base --image-size $SIZE --batch-size $BATCH --device cuda --seconds 4 --json
-  timeout 80 "$BIN" bench --backbone base --image-size $SIZE --batch-size $BATCH --device cuda --seconds 4 --train --json
-  stamp "pytorch eager: the same network and shapes"
-  timeout 60 python3 scripts/torch_reference.py --image-size $SIZE --batch-size $BATCH --seconds 4
-  timeout 60 python3 scripts/torch_reference.py --image-size $SIZE --batch-size $BATCH --seconds 4 --train
+# Variant name -> environment. Each runs in /tmp/v-NAME, outside any Cargo project, so
+# CubeCL's autotune cache (if any) goes to $XDG_CACHE_HOME/cubecl and the trainer's
+# kernel cache to $XDG_CACHE_HOME/garment-tagger/kernels: nothing is shared between them.
+VARIANTS=(fused unfused)
+venv() {
+  local fusion=1
+  case $1 in unfused*) fusion=0 ;; esac
+  echo "TRAINER_CUDA_FUSION=$fusion XDG_CACHE_HOME=/tmp/v-$1/cache"
 }
-bench_pair 384
+# in_variant NAME CAP ARGS...: the trainer in that variant's folder and environment.
+in_variant() {
+  local name=$1 cap=$2
+  shift 2
+  mkdir -p "/tmp/v-$name"
+  (cd "/tmp/v-$name" && within "$cap" env $(venv "$name") "$BIN" "$@")
+}
+SHAPE=(--backbone base --image-size 384 --batch-size 16 --device cuda)
 
-stamp "training on synthetic data: base, 384 px, batch 8, Men Tshirts"
-"$BIN" synth --out /tmp/gpu-data --train-per-category 700 --test-per-category 60 --size 384 --seed 1
-timeout 120 "$BIN" train --data /tmp/gpu-data --out /tmp/gpu-run --backbone base --image-size 384 \
-  --batch-size 8 --phase1-epochs 3 --phase2-epochs 1 --lr 1e-4 --categories "Men Tshirts" \
-  --device cuda --quiet
-cp /tmp/gpu-run/train_log.jsonl "$OUT/base384_train_log.jsonl" 2>/dev/null
-stamp "evaluate and predict on CUDA"
-timeout 60 "$BIN" evaluate --run /tmp/gpu-run --device cuda
-timeout 60 "$BIN" predict --run /tmp/gpu-run --category "Men Tshirts" --device cuda \
-  /tmp/gpu-data/test_images/000000.jpg /tmp/gpu-data/test_images/000001.jpg
+stamp "synthetic data for step 3, in the background (Men Tshirts is trained)"
+("$BIN" synth --out /tmp/gpu-data --train-per-category 560 --test-per-category 40 --size 384 --seed 1 \
+  > "$TMP/synth.txt" 2>&1) &
+SYNTH=$!
 
-stamp "the default job's network for many epochs (three settings side by side)"
-"$BIN" synth --out /tmp/default-data --train-per-category 240 --test-per-category 60 --size 64 --seed 7
-"$BIN" synth --out /tmp/default-data-480 --train-per-category 480 --test-per-category 60 --size 64 --seed 7
-common=(--image-size 64 --batch-size 32 --head-dim 64 --lr 3e-3 --device cuda --quiet --seed 42)
-timeout 120 "$BIN" train --data /tmp/default-data --out /tmp/curve-small "${common[@]}" \
-  --backbone default-small --phase1-epochs 24 --phase2-epochs 4 > "$OUT/curve-small.txt" 2>&1 &
-timeout 120 "$BIN" train --data /tmp/default-data-480 --out /tmp/curve-small-480 "${common[@]}" \
-  --backbone default-small --phase1-epochs 12 --phase2-epochs 3 > "$OUT/curve-small-480.txt" 2>&1 &
-timeout 120 "$BIN" train --data /tmp/default-data --out /tmp/curve-atto "${common[@]}" \
-  --backbone atto --phase1-epochs 24 --phase2-epochs 4 > "$OUT/curve-atto.txt" 2>&1 &
-wait
-for r in small small-480 atto; do
-  cp /tmp/curve-$r/train_log.jsonl "$OUT/curve-$r.jsonl" 2>/dev/null
-  echo "curve-$r:"
-  tail -n 4 "$OUT/curve-$r.txt"
+stamp "1. warm-up, two variants side by side (at most $WARM s)"
+DEADLINE=$((SECONDS + WARM))
+PIDS=()
+for v in "${VARIANTS[@]}"; do
+  (
+    in_variant "$v" $((DEADLINE - SECONDS)) bench "${SHAPE[@]}" --train --warmup 2 --seconds 0 --json \
+      && in_variant "$v" $((DEADLINE - SECONDS)) bench "${SHAPE[@]}" --warmup 2 --seconds 0 --json \
+      && touch "/tmp/v-$v/warm"
+  ) > "$TMP/warm-$v.txt" 2>&1 &
+  PIDS+=($!)
+done
+# Beside them, the start-up of the smallest case (atto, 64 px, batch 2, inference).
+for v in fused unfused; do
+  in_variant "$v-atto" $((DEADLINE - SECONDS)) bench --backbone atto --image-size 64 --batch-size 2 \
+    --device cuda --warmup 3 --seconds 1 --json > "$TMP/warm-$v-atto.txt" 2>&1 &
+  PIDS+=($!)
+done
+wait "${PIDS[@]}"
+for v in fused-atto unfused-atto; do
+  echo "[$v] $(venv "$v")"
+  cat "$TMP/warm-$v.txt"
+done
+for v in "${VARIANTS[@]}"; do
+  echo "[$v] $(venv "$v") warm: $([ -f /tmp/v-$v/warm ] && echo yes || echo no)"
+  cat "$TMP/warm-$v.txt"
+done
+stamp "warm-up over"
+
+# timed NAME...: inference and a training step for each variant that finished warming.
+timed() {
+  local v mode r
+  for v in "$@"; do
+    [ -f "/tmp/v-$v/warm" ] || continue
+    for mode in "" --train; do
+      r=$(in_variant "$v" 60 bench "${SHAPE[@]}" $mode --warmup 2 --seconds 4 --json 2>"$TMP/err" | tail -n 1)
+      echo "[$v] ${r:-no result}"
+      cat "$TMP/err"
+      [ -n "$r" ] && echo "{\"variant\":\"$v\",\"result\":$r}" >> "$OUT/burn.jsonl"
+    done
+  done
+}
+stamp "2. timed, one process at a time, from each variant's caches"
+timed fused unfused
+stamp "pytorch eager, 384 px, batch 16"
+for mode in "" --train; do
+  within 60 python3 "$REPO/scripts/torch_reference.py" --image-size 384 --batch-size 16 --seconds 4 $mode \
+    | tee -a "$OUT/torch.jsonl"
 done
 
-bench_pair 512
+# The variant with the fastest timed training step.
+BEST=$(python3 - "$OUT/burn.jsonl" <<'EOF'
+import json, sys
+try:
+    rows = [json.loads(l) for l in open(sys.argv[1])]
+except OSError:
+    rows = []
+train = [r for r in rows if r["result"]["mode"] == "train"]
+print(max(train, key=lambda r: r["result"]["img_per_s"])["variant"] if train else "")
+EOF
+)
+echo "fastest training step: ${BEST:-none}"
+
+if [ -n "$BEST" ]; then
+  stamp "3. training on synthetic data: base, 384 px, batch 8, Men Tshirts ($BEST)"
+  wait "$SYNTH"
+  tail -n 2 "$TMP/synth.txt"
+  in_variant "$BEST" 150 train --data /tmp/gpu-data --out /tmp/gpu-run --backbone base --image-size 384 \
+    --batch-size 8 --phase1-epochs 4 --phase2-epochs 1 --lr 1e-4 --categories "Men Tshirts" \
+    --device cuda --quiet
+  cp /tmp/gpu-run/train_log.jsonl "$OUT/base384_train_log.jsonl" 2>/dev/null
+  stamp "evaluate and predict on CUDA"
+  in_variant "$BEST" 60 evaluate --run /tmp/gpu-run --device cuda
+  in_variant "$BEST" 40 predict --run /tmp/gpu-run --category "Men Tshirts" --device cuda \
+    /tmp/gpu-data/test_images/000000.jpg /tmp/gpu-data/test_images/000001.jpg
+
+  stamp "4. 512 px, batch 16 ($BEST, then pytorch)"
+  for mode in "" --train; do
+    r=$(in_variant "$BEST" 120 bench --backbone base --image-size 512 --batch-size 16 --device cuda $mode \
+      --warmup 2 --seconds 4 --json 2>"$TMP/err" | tail -n 1)
+    echo "[$BEST 512] ${r:-no result}"
+    cat "$TMP/err"
+    [ -n "$r" ] && echo "{\"variant\":\"$BEST\",\"result\":$r}" >> "$OUT/burn.jsonl"
+  done
+  for mode in "" --train; do
+    within 60 python3 "$REPO/scripts/torch_reference.py" --image-size 512 --batch-size 16 --seconds 4 $mode \
+      | tee -a "$OUT/torch.jsonl"
+  done
+fi
+kill "$SYNTH" 2>/dev/null
 stamp "done"

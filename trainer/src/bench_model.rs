@@ -28,6 +28,11 @@ pub struct BenchResult {
     /// Timed iterations (after the warm-up ones).
     pub iterations: usize,
     pub parameters: usize,
+    /// Seconds spent in the untimed warm-up iterations: on GPU backends mostly kernel
+    /// compilation and autotuning, the start-up cost a short job pays.
+    pub warmup_s: f64,
+    /// Seconds of the first iteration alone.
+    pub first_iteration_s: f64,
 }
 
 /// Settings of one measurement.
@@ -45,12 +50,76 @@ pub struct BenchConfig {
     pub min_iterations: usize,
 }
 
+/// What one measurement found.
+struct Measured {
+    img_per_s: f64,
+    iterations: usize,
+    parameters: usize,
+    warmup_s: f64,
+    first_iteration_s: f64,
+}
+
+/// Times the iterations after the warm-up ones and records how long the warm-up took.
+struct Clock<'a> {
+    cfg: &'a BenchConfig,
+    done: usize,
+    timed: Duration,
+    iterations: usize,
+    warmup_time: Duration,
+    first: Duration,
+}
+
+impl<'a> Clock<'a> {
+    fn new(cfg: &'a BenchConfig) -> Self {
+        Clock {
+            cfg,
+            done: 0,
+            timed: Duration::ZERO,
+            iterations: 0,
+            warmup_time: Duration::ZERO,
+            first: Duration::ZERO,
+        }
+    }
+
+    /// Books one iteration that took `took`; true when enough has been timed.
+    fn record(&mut self, took: Duration) -> bool {
+        if self.done == 0 {
+            self.first = took;
+        }
+        self.done += 1;
+        if self.done <= self.cfg.warmup {
+            self.warmup_time += took;
+            eprintln!(
+                "warm-up iteration {}/{}: {:.2} s",
+                self.done,
+                self.cfg.warmup,
+                took.as_secs_f64()
+            );
+            return false;
+        }
+        self.timed += took;
+        self.iterations += 1;
+        self.timed >= self.cfg.min_time && self.iterations >= self.cfg.min_iterations
+    }
+
+    fn finish(self, parameters: usize) -> Measured {
+        Measured {
+            img_per_s: (self.iterations * self.cfg.batch_size) as f64
+                / self.timed.as_secs_f64().max(1e-9),
+            iterations: self.iterations,
+            parameters,
+            warmup_s: self.warmup_time.as_secs_f64(),
+            first_iteration_s: self.first.as_secs_f64(),
+        }
+    }
+}
+
 struct BenchTask<'a> {
     config: &'a BenchConfig,
 }
 
 impl BackendTask for BenchTask<'_> {
-    type Output = Result<(f64, usize, usize)>;
+    type Output = Result<Measured>;
     fn run<B: AutodiffBackend>(self, device: B::Device, _chosen: &Chosen) -> Self::Output {
         let cfg = self.config;
         let backbone = crate::default_job::backbone_by_name(&cfg.backbone)?;
@@ -70,7 +139,7 @@ impl BackendTask for BenchTask<'_> {
             cfg.image_size as usize,
         ];
         let x = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-        let (mut iterations, mut timed) = (0usize, Duration::ZERO);
+        let mut clock = Clock::new(cfg);
         if cfg.train {
             let mut optim = AdamWConfig::new().init::<B, _>();
             let mut model = model;
@@ -86,7 +155,7 @@ impl BackendTask for BenchTask<'_> {
                 })
                 .collect();
             let mask = Tensor::<B, 1>::ones([cfg.batch_size], &device);
-            for i in 0.. {
+            loop {
                 let started = Instant::now();
                 let out = model.forward(x.clone());
                 let mut loss = Tensor::<B, 1>::zeros([1], &device);
@@ -103,34 +172,25 @@ impl BackendTask for BenchTask<'_> {
                     .as_ref()
                     .map(|b| b.val().sum().into_scalar().elem())
                     .unwrap_or(0.0);
-                if i >= cfg.warmup {
-                    timed += started.elapsed();
-                    iterations += 1;
-                    if timed >= cfg.min_time && iterations >= cfg.min_iterations {
-                        break;
-                    }
+                if clock.record(started.elapsed()) {
+                    break;
                 }
             }
         } else {
             let model = model.valid();
             let x = x.inner();
-            for i in 0.. {
+            loop {
                 let started = Instant::now();
                 let out = model.forward(x.clone());
                 for l in out.logits {
                     let _ = l.into_data();
                 }
-                if i >= cfg.warmup {
-                    timed += started.elapsed();
-                    iterations += 1;
-                    if timed >= cfg.min_time && iterations >= cfg.min_iterations {
-                        break;
-                    }
+                if clock.record(started.elapsed()) {
+                    break;
                 }
             }
         }
-        let img_per_s = (iterations * cfg.batch_size) as f64 / timed.as_secs_f64().max(1e-9);
-        Ok((img_per_s, iterations, parameters))
+        Ok(clock.finish(parameters))
     }
 }
 
@@ -151,23 +211,25 @@ pub fn peak_rss_bytes() -> u64 {
 /// Runs one measurement on the chosen device and prints it.
 pub fn bench(config: &BenchConfig, device_choice: DeviceChoice, json: bool) -> Result<BenchResult> {
     let chosen = device::choose(device_choice)?;
-    let (img_per_s, iterations, parameters) = device::run_on(&chosen, BenchTask { config })?;
+    let measured = device::run_on(&chosen, BenchTask { config })?;
     let result = BenchResult {
         backbone: config.backbone.clone(),
         image_size: config.image_size,
         batch_size: config.batch_size,
         device: chosen.kind().to_string(),
         mode: if config.train { "train" } else { "inference" }.to_string(),
-        img_per_s,
+        img_per_s: measured.img_per_s,
         peak_rss_bytes: peak_rss_bytes(),
-        iterations,
-        parameters,
+        iterations: measured.iterations,
+        parameters: measured.parameters,
+        warmup_s: measured.warmup_s,
+        first_iteration_s: measured.first_iteration_s,
     };
     if json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
         println!(
-            "{} {} px, batch {}, {} on {}: {:.2} img/s over {} iterations; peak memory {:.0} MiB; {} parameters",
+            "{} {} px, batch {}, {} on {}: {:.2} img/s over {} iterations (after {:.1} s of warm-up); peak memory {:.0} MiB; {} parameters",
             result.backbone,
             result.image_size,
             result.batch_size,
@@ -175,6 +237,7 @@ pub fn bench(config: &BenchConfig, device_choice: DeviceChoice, json: bool) -> R
             chosen,
             result.img_per_s,
             result.iterations,
+            result.warmup_s,
             result.peak_rss_bytes as f64 / (1024.0 * 1024.0),
             result.parameters
         );

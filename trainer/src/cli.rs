@@ -190,6 +190,10 @@ pub enum Command {
         /// Seconds to time, at least.
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// Untimed iterations first (GPU backends compile and autotune their kernels
+        /// during these; each one's time is printed to stderr).
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
         #[arg(long)]
         json: bool,
     },
@@ -274,6 +278,7 @@ pub fn run(cli: Cli) -> Result<()> {
             train,
             head_dim,
             seconds,
+            warmup,
             json,
         }) => {
             let config = crate::bench_model::BenchConfig {
@@ -282,7 +287,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 batch_size,
                 train,
                 head_dim,
-                warmup: 2,
+                warmup,
                 min_time: std::time::Duration::from_secs_f64(seconds.max(0.0)),
                 min_iterations: 3,
             };
