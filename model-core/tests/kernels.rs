@@ -51,9 +51,9 @@ fn assert_close<const D: usize>(
 }
 
 /// Depthwise layers (ConvNeXt's 7x7), grouped layers (the heads' 3x3), a dense one,
-/// on odd sizes, single positions and a 1x1 kernel.
-#[test]
-fn grouped_same_conv_matches_stock_conv2d_forward_and_backward() {
+/// on odd sizes, single positions and a 1x1 kernel: `ours` against `Conv2d::forward`,
+/// outputs and the gradients of input, weight and bias.
+fn matches_stock_conv2d(ours_of: impl Fn(&Conv2d<B>, Tensor<B, 4>) -> Tensor<B, 4>) {
     let device = Default::default();
     // [batch, channels in, channels out, groups, height, width], kernel
     for ([n, c, co, groups, h, w], k) in [
@@ -72,7 +72,7 @@ fn grouped_same_conv_matches_stock_conv2d_forward_and_backward() {
             .require_grad();
         let upstream = Tensor::<B, 4>::random([n, co, h, w], Distribution::Default, &device);
 
-        let ours = grouped_conv_same(&conv, x.clone());
+        let ours = ours_of(&conv, x.clone());
         let stock = conv.forward(x.clone());
         let case = format!("{n}x{c}->{co}/{groups}x{h}x{w} k{k}");
         assert_close(
@@ -105,6 +105,22 @@ fn grouped_same_conv_matches_stock_conv2d_forward_and_backward() {
             bias.grad(&stock_grads).unwrap(),
         );
     }
+}
+
+/// The CPU path (`Autodiff<Flex>` is what `grouped_conv_same` specialises).
+#[test]
+fn grouped_same_conv_matches_stock_conv2d_forward_and_backward() {
+    matches_stock_conv2d(grouped_conv_same);
+}
+
+/// The GPU backends' path, written with the backend's own convolutions, run here on
+/// Flex's: the same cases, the same tolerance.
+#[test]
+fn gpu_path_matches_stock_conv2d_forward_and_backward() {
+    matches_stock_conv2d(|conv, x| {
+        model_core::kernels::conv::gpu::grouped_conv_same::<Flex>(conv, x)
+            .expect("every case is a grouped same convolution with a bias")
+    });
 }
 
 /// Layers the fast path does not cover (stride 2, padding other than k/2) give the

@@ -12,6 +12,11 @@ use std::fmt;
 pub type Cpu = Flex;
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda<f32, i32>;
+/// CUDA without Burn's kernel fusion: every tensor op launches its own stock kernel.
+/// Chosen with `TRAINER_CUDA_FUSION=0`; fusion compiles (and autotunes) a kernel for
+/// every distinct chain of ops, which a short job pays for at start-up.
+#[cfg(feature = "cuda")]
+pub type CudaUnfused = burn_cubecl::CubeBackend<burn::cubecl::cuda::CudaRuntime, f32, i32, u8>;
 #[cfg(feature = "wgpu")]
 pub type Wgpu = burn::backend::Wgpu<f32, i32>;
 
@@ -42,7 +47,9 @@ impl fmt::Display for Chosen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             #[cfg(feature = "cuda")]
-            Chosen::Cuda(d) => write!(f, "cuda ({d:?})"),
+            Chosen::Cuda(d) if cuda_fusion() => write!(f, "cuda ({d:?})"),
+            #[cfg(feature = "cuda")]
+            Chosen::Cuda(d) => write!(f, "cuda ({d:?}, without fusion)"),
             #[cfg(feature = "wgpu")]
             Chosen::Wgpu(d) => write!(f, "wgpu ({d:?})"),
             Chosen::Cpu => write!(f, "cpu (flex, {} threads)", rayon_threads()),
@@ -81,8 +88,53 @@ fn answers(probe: impl FnOnce() + std::panic::UnwindSafe) -> bool {
     ok
 }
 
+/// Whether CUDA runs with kernel fusion: yes unless `TRAINER_CUDA_FUSION` is `0`,
+/// `off` or `false`.
+#[cfg(feature = "cuda")]
+pub fn cuda_fusion() -> bool {
+    !matches!(
+        std::env::var("TRAINER_CUDA_FUSION").as_deref(),
+        Ok("0" | "off" | "false")
+    )
+}
+
+/// Where compiled GPU kernels are kept between runs: `$XDG_CACHE_HOME/garment-tagger/
+/// kernels`, else `~/.cache/garment-tagger/kernels`.
+#[cfg(feature = "cuda")]
+fn kernel_cache_dir() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))?;
+    Some(base.join("garment-tagger").join("kernels"))
+}
+
+/// CubeCL (the compiler under Burn's GPU backends) compiles every kernel at run time
+/// and, unless told otherwise, forgets them when the process ends, so each run of the
+/// trainer would pay the compilation again. This keeps compiled CUDA kernels on disk
+/// (kernel_cache_dir) unless a `cubecl.toml` or `burn.toml` already names a cache.
+/// CubeCL's environment variables (CUBECL_DEBUG_LOG, CUBECL_AUTOTUNE_LEVEL) still apply.
+#[cfg(feature = "cuda")]
+fn keep_compiled_kernels() {
+    use burn::cubecl::config::cache::CacheConfig;
+    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+        if config.compilation.cache.is_none() {
+            // CubeCL creates the folder when it first writes, and runs on without the
+            // cache (recompiling) when it cannot.
+            config.compilation.cache = kernel_cache_dir().map(CacheConfig::File);
+        }
+        // `set` refuses (panics) once the configuration has been read; then CubeCL
+        // simply keeps what it has.
+        answers(move || CubeClRuntimeConfig::set(config));
+    });
+}
+
 #[cfg(feature = "cuda")]
 fn cuda_device() -> Option<burn::backend::cuda::CudaDevice> {
+    keep_compiled_kernels();
     let device = burn::backend::cuda::CudaDevice::default();
     let probe = device.clone();
     answers(move || {
@@ -160,13 +212,34 @@ pub trait BackendTask {
     fn run<B: AutodiffBackend>(self, device: B::Device, chosen: &Chosen) -> Self::Output;
 }
 
+/// Gives training on the GPU backend `I` model-core's backward pass for grouped
+/// convolutions (the stock one runs group by group: BENCHMARKS.md, "CUDA"), unless
+/// `TRAINER_GROUPED_CONV=stock` asks for Burn's own, to compare the two.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn gpu_kernels<I: burn::tensor::backend::Backend>() {
+    if std::env::var("TRAINER_GROUPED_CONV").as_deref() != Ok("stock") {
+        model_core::kernels::conv::gpu::use_for::<I>();
+    }
+}
+
 /// Runs `task` on the chosen device's backend (with autodiff).
 pub fn run_on<T: BackendTask>(chosen: &Chosen, task: T) -> T::Output {
     match chosen {
         #[cfg(feature = "cuda")]
-        Chosen::Cuda(d) => task.run::<Autodiff<Cuda>>(d.clone(), chosen),
+        Chosen::Cuda(d) if cuda_fusion() => {
+            gpu_kernels::<Cuda>();
+            task.run::<Autodiff<Cuda>>(d.clone(), chosen)
+        }
+        #[cfg(feature = "cuda")]
+        Chosen::Cuda(d) => {
+            gpu_kernels::<CudaUnfused>();
+            task.run::<Autodiff<CudaUnfused>>(d.clone(), chosen)
+        }
         #[cfg(feature = "wgpu")]
-        Chosen::Wgpu(d) => task.run::<Autodiff<Wgpu>>(d.clone(), chosen),
+        Chosen::Wgpu(d) => {
+            gpu_kernels::<Wgpu>();
+            task.run::<Autodiff<Wgpu>>(d.clone(), chosen)
+        }
         Chosen::Cpu => task.run::<Autodiff<Cpu>>(Default::default(), chosen),
     }
 }

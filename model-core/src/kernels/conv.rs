@@ -22,8 +22,22 @@
 //!
 //! [`grouped_conv_same`] takes this path when the backend is `Autodiff<Flex>` (a
 //! run-time type check, so the model stays generic over `B: Backend`) and the layer
-//! has such a shape; every other backend and shape goes through `Conv2d::forward`.
-//! The forward pass is Flex's own convolution either way.
+//! has such a shape. The forward pass is Flex's own convolution either way.
+//!
+//! The GPU backends (CubeCL: CUDA, wgpu) have the same problem in a worse form: their
+//! grouped weight gradient launches one convolution, one slice and one slice-assign per
+//! group, so a depthwise layer of 512 channels is over 1,500 kernel launches, and a
+//! ConvNeXt-Base training step at 384 px took about 6 s on an H200 (BENCHMARKS.md).
+//! [`gpu::use_for`] (the trainer calls it for each GPU backend it trains on) gives
+//! `Autodiff<I>` a backward pass made of three convolutions that these backends run as
+//! single grouped kernels:
+//! - the input gradient as above;
+//! - the weight gradient as one grouped convolution in which the output gradient is
+//!   the filter: image i of its input holds, for every group g and image n, channel
+//!   `g * in_per_group + i` of image n, so one output channel sums over the batch;
+//! - the bias gradient as a sum.
+//!
+//! Every other backend and shape goes through `Conv2d::forward`.
 
 use burn::nn::conv::Conv2d;
 use burn::tensor::{backend::Backend, Tensor};
@@ -35,7 +49,81 @@ pub fn grouped_conv_same<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tenso
     if let Some(out) = flex::try_fast(conv, x.clone()) {
         return out;
     }
+    #[cfg(feature = "autodiff-kernels")]
+    if let Some(fast) = gpu::registered::<B>() {
+        if let Some(out) = fast(conv, x.clone()) {
+            return out;
+        }
+    }
     conv.forward(x)
+}
+
+/// The sizes of the call if the layer is one the fast paths handle: odd square kernel,
+/// stride 1, no dilation, padding k/2 on every side, a bias, f32.
+#[cfg(feature = "autodiff-kernels")]
+fn fits<B: Backend>(conv: &Conv2d<B>, x: &Tensor<B, 4>) -> Option<GroupedConvShape> {
+    use burn::nn::PaddingConfig2d;
+    use burn::tensor::DType;
+    let [channels_out, in_per_group, kh, kw] = conv.weight.dims();
+    let [batch, channels_in, height, width] = x.dims();
+    let pad = kh / 2;
+    let padding_ok = matches!(
+        conv.padding,
+        PaddingConfig2d::Explicit(a, b, c, d) if [a, b, c, d] == [pad; 4]
+    );
+    let ok = conv.groups > 0
+        && in_per_group * conv.groups == channels_in
+        && channels_out % conv.groups == 0
+        && kh == kw
+        && kh % 2 == 1
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && padding_ok
+        && conv.bias.is_some()
+        && x.dtype() == DType::F32;
+    ok.then_some(GroupedConvShape {
+        batch,
+        channels_in,
+        channels_out,
+        groups: conv.groups,
+        height,
+        width,
+        kernel: kh,
+    })
+}
+
+/// Stride 1, padding k/2, the layer's groups.
+#[cfg(feature = "autodiff-kernels")]
+fn same_options(shape: &GroupedConvShape) -> burn::tensor::ops::ConvOptions<2> {
+    let pad = shape.kernel / 2;
+    burn::tensor::ops::ConvOptions::new([1, 1], [pad, pad], [1, 1], shape.groups)
+}
+
+/// The input gradient on any backend: the output gradient convolved with every filter
+/// turned by 180 degrees, its input and output channels exchanged within the group.
+#[cfg(feature = "autodiff-kernels")]
+fn input_grad<I: Backend>(
+    grad: I::FloatTensorPrimitive,
+    weight: I::FloatTensorPrimitive,
+    shape: GroupedConvShape,
+) -> I::FloatTensorPrimitive {
+    use burn::tensor::Shape;
+    // Filter (o, i) of group g becomes filter (i, o) of the same group: [groups, out/g,
+    // in/g, k, k] -> [groups, in/g, out/g, k, k] -> [channels_in, out/g, k, k].
+    let (in_g, out_g) = (
+        shape.channels_in / shape.groups,
+        shape.channels_out / shape.groups,
+    );
+    let k = shape.kernel;
+    let turned = if in_g == 1 && out_g == 1 {
+        weight
+    } else {
+        let w = I::float_reshape(weight, Shape::new([shape.groups, out_g, in_g, k, k]));
+        let w = I::float_swap_dims(w, 1, 2);
+        I::float_reshape(w, Shape::new([shape.channels_in, out_g, k, k]))
+    };
+    let turned = I::float_flip(turned, &[2, 3]);
+    I::conv2d(grad, turned, None, same_options(&shape))
 }
 
 /// Sizes of a grouped convolution with stride 1 and padding `kernel / 2`.
@@ -172,7 +260,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(feature = "flex-kernels")]
 mod flex {
-    use super::{grouped_conv_weight_grad, GroupedConvShape};
+    use super::{fits, grouped_conv_weight_grad, input_grad, same_options, GroupedConvShape};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
@@ -180,45 +268,13 @@ mod flex {
     use burn::backend::autodiff::NodeId;
     use burn::backend::Flex;
     use burn::nn::conv::Conv2d;
-    use burn::nn::PaddingConfig2d;
     use burn::tensor::backend::Backend;
-    use burn::tensor::ops::{ConvOptions, FloatTensorOps, ModuleOps};
-    use burn::tensor::{DType, Shape, Tensor, TensorData, TensorPrimitive};
+    use burn::tensor::ops::ModuleOps;
+    use burn::tensor::{Tensor, TensorData, TensorPrimitive};
     use burn_flex::FlexTensor;
     use std::any::TypeId;
 
     use crate::kernels::flex_types::{same, Ad, AdTensor};
-
-    /// The sizes of the call if the layer is one the fast path handles: odd square
-    /// kernel, stride 1, no dilation, padding k/2 on every side, a bias, f32.
-    fn fits<B: Backend>(conv: &Conv2d<B>, x: &Tensor<B, 4>) -> Option<GroupedConvShape> {
-        let [channels_out, in_per_group, kh, kw] = conv.weight.dims();
-        let [batch, channels_in, height, width] = x.dims();
-        let pad = kh / 2;
-        let padding_ok = matches!(
-            conv.padding,
-            PaddingConfig2d::Explicit(a, b, c, d) if [a, b, c, d] == [pad; 4]
-        );
-        let ok = conv.groups > 0
-            && in_per_group * conv.groups == channels_in
-            && channels_out % conv.groups == 0
-            && kh == kw
-            && kh % 2 == 1
-            && conv.stride == [1, 1]
-            && conv.dilation == [1, 1]
-            && padding_ok
-            && conv.bias.is_some()
-            && x.dtype() == DType::F32;
-        ok.then_some(GroupedConvShape {
-            batch,
-            channels_in,
-            channels_out,
-            groups: conv.groups,
-            height,
-            width,
-            kernel: kh,
-        })
-    }
 
     pub(super) fn try_fast<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Option<Tensor<B, 4>> {
         if TypeId::of::<B>() != TypeId::of::<Ad>() {
@@ -231,11 +287,6 @@ mod flex {
         let out = forward(x, weight, bias, shape);
         let out: B::FloatTensorPrimitive = same(out)?;
         Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
-    }
-
-    fn options(shape: &GroupedConvShape) -> ConvOptions<2> {
-        let pad = shape.kernel / 2;
-        ConvOptions::new([1, 1], [pad, pad], [1, 1], shape.groups)
     }
 
     #[derive(Debug)]
@@ -278,31 +329,14 @@ mod flex {
                 }
             }
             if let Some(node) = node_x {
-                // Filter (o, i) of group g becomes filter (i, o) of the same group,
-                // turned by 180 degrees: [groups, out/g, in/g, k, k] -> [groups, in/g,
-                // out/g, k, k] -> [channels_in, out/g, k, k].
-                let (in_g, out_g) = (
-                    shape.channels_in / shape.groups,
-                    shape.channels_out / shape.groups,
-                );
-                let k = shape.kernel;
-                let turned = if in_g == 1 && out_g == 1 {
-                    weight
-                } else {
-                    let w =
-                        Flex::float_reshape(weight, Shape::new([shape.groups, out_g, in_g, k, k]));
-                    let w = Flex::float_swap_dims(w, 1, 2);
-                    Flex::float_reshape(w, Shape::new([shape.channels_in, out_g, k, k]))
-                };
-                let turned = Flex::float_flip(turned, &[2, 3]);
-                let dx = Flex::conv2d(grad, turned, None, options(&shape));
+                let dx = input_grad::<Flex>(grad, weight, shape);
                 grads.register::<Flex>(node.id, dx);
             }
         }
     }
 
     fn forward(x: AdTensor, weight: AdTensor, bias: AdTensor, shape: GroupedConvShape) -> AdTensor {
-        let opts = options(&shape);
+        let opts = same_options(&shape);
         match GroupedConvBackward
             .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), bias.node.clone()])
             .compute_bound()
@@ -320,6 +354,159 @@ mod flex {
                 Some(bias.primitive),
                 opts,
             )),
+        }
+    }
+}
+
+/// The backward pass of [`grouped_conv_same`] for `Autodiff<I>` over any backend `I`,
+/// written with the backend's own convolutions (see the module documentation). Meant
+/// for the GPU backends, whose stock grouped weight gradient runs group by group; the
+/// trainer turns it on per backend with [`gpu::use_for`].
+#[cfg(feature = "autodiff-kernels")]
+pub mod gpu {
+    use super::{fits, input_grad, same_options, GroupedConvShape};
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::autodiff::NodeId;
+    use burn::backend::Autodiff;
+    use burn::nn::conv::Conv2d;
+    use burn::tensor::backend::Backend;
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::{Shape, Tensor, TensorPrimitive};
+    use std::any::{Any, TypeId};
+    use std::sync::Mutex;
+
+    /// The fast path for one backend `B`, or `None` when the layer does not fit it.
+    pub(super) type Fast<B> = fn(&Conv2d<B>, Tensor<B, 4>) -> Option<Tensor<B, 4>>;
+
+    /// The backends [`use_for`] was called for, each with its `Fast<Autodiff<I>>`.
+    static REGISTERED: Mutex<Vec<(TypeId, Box<dyn Any + Send + Sync>)>> = Mutex::new(Vec::new());
+
+    /// From now on, [`super::grouped_conv_same`] on `Autodiff<I>` uses this module's
+    /// backward pass. Calling it again for the same `I` changes nothing.
+    pub fn use_for<I: Backend>() {
+        let id = TypeId::of::<Autodiff<I>>();
+        let fast: Fast<Autodiff<I>> = grouped_conv_same::<I>;
+        let mut table = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
+        if !table.iter().any(|(t, _)| *t == id) {
+            table.push((id, Box::new(fast)));
+        }
+    }
+
+    /// The fast path registered for `B`, if any.
+    pub(super) fn registered<B: Backend>() -> Option<Fast<B>> {
+        let table = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
+        table
+            .iter()
+            .find(|(t, _)| *t == TypeId::of::<B>())
+            .and_then(|(_, f)| f.downcast_ref::<Fast<B>>().copied())
+    }
+
+    /// `conv.forward(x)` on `Autodiff<I>` with this module's backward pass, or `None`
+    /// when the layer is not a grouped "same" convolution with a bias. Public so the
+    /// tests can run it on any backend, registered or not.
+    pub fn grouped_conv_same<I: Backend>(
+        conv: &Conv2d<Autodiff<I>>,
+        x: Tensor<Autodiff<I>, 4>,
+    ) -> Option<Tensor<Autodiff<I>, 4>> {
+        let shape = fits(conv, &x)?;
+        let bias = conv.bias.as_ref()?.val().into_primitive().tensor();
+        let weight = conv.weight.val().into_primitive().tensor();
+        let x = x.into_primitive().tensor();
+        let opts = same_options(&shape);
+        let out = match GroupedConvBackward
+            .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), bias.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let weight_state = prep.checkpoint(&weight);
+                let out = I::conv2d(x.primitive, weight.primitive, Some(bias.primitive), opts);
+                prep.finish((x_state, weight_state, shape), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(I::conv2d(
+                x.primitive,
+                weight.primitive,
+                Some(bias.primitive),
+                opts,
+            )),
+        };
+        Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
+    }
+
+    /// The weight gradient `[channels_out, in/g, k, k]` as one grouped convolution:
+    /// the input regrouped to `[in/g, groups * batch, h, w]` (channel `g * batch + n`
+    /// of image i is channel `g * in/g + i` of image n), the output gradient as the
+    /// filters `[channels_out, batch, h, w]`, padding k/2, so output `[i, o, ky, kx]`
+    /// is the sum over the batch and the plane of input times output gradient at offset
+    /// (ky, kx).
+    pub(super) fn weight_grad<I: Backend>(
+        x: I::FloatTensorPrimitive,
+        grad: I::FloatTensorPrimitive,
+        shape: GroupedConvShape,
+    ) -> I::FloatTensorPrimitive {
+        let GroupedConvShape {
+            batch,
+            channels_in,
+            groups,
+            height,
+            width,
+            kernel,
+            ..
+        } = shape;
+        let in_g = channels_in / groups;
+        let x = I::float_reshape(x, Shape::new([batch, groups, in_g, height, width]));
+        let x = I::float_permute(x, &[2, 1, 0, 3, 4]);
+        let x = I::float_reshape(x, Shape::new([in_g, groups * batch, height, width]));
+        let filters = I::float_swap_dims(grad, 0, 1);
+        let pad = kernel / 2;
+        let options = ConvOptions::new([1, 1], [pad, pad], [1, 1], groups);
+        let per_image = I::conv2d(x, filters, None, options);
+        I::float_swap_dims(per_image, 0, 1)
+    }
+
+    /// The bias gradient: the output gradient summed over batch and plane.
+    fn bias_grad<I: Backend>(
+        grad: I::FloatTensorPrimitive,
+        shape: GroupedConvShape,
+    ) -> I::FloatTensorPrimitive {
+        let c = shape.channels_out;
+        let per_channel = I::float_sum_dim(grad, 0);
+        let per_channel =
+            I::float_reshape(per_channel, Shape::new([c, shape.height * shape.width]));
+        I::float_reshape(I::float_sum_dim(per_channel, 1), Shape::new([c]))
+    }
+
+    #[derive(Debug)]
+    struct GroupedConvBackward;
+
+    impl<I: Backend> Backward<I, 3> for GroupedConvBackward {
+        /// Input and weight as the checkpointer holds them, and the sizes of the call.
+        type State = (NodeId, NodeId, GroupedConvShape);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 3>,
+            grads: &mut Gradients,
+            checkpointer: &mut Checkpointer,
+        ) {
+            let [node_x, node_weight, node_bias] = ops.parents;
+            let grad = grads.consume::<I>(&ops.node);
+            let (x_state, weight_state, shape) = ops.state;
+            let x = checkpointer.retrieve_node_output::<I::FloatTensorPrimitive>(x_state);
+            let weight = checkpointer.retrieve_node_output::<I::FloatTensorPrimitive>(weight_state);
+            if let Some(node) = node_bias {
+                grads.register::<I>(node.id, bias_grad::<I>(grad.clone(), shape));
+            }
+            if let Some(node) = node_weight {
+                grads.register::<I>(node.id, weight_grad::<I>(x, grad.clone(), shape));
+            }
+            if let Some(node) = node_x {
+                grads.register::<I>(node.id, input_grad::<I>(grad, weight, shape));
+            }
         }
     }
 }
