@@ -37,7 +37,7 @@ within() {
   shift
   l=$(($(left) - 3))
   [ "$l" -lt "$cap" ] && cap=$l
-  if [ "$cap" -lt 10 ]; then echo "skipped, budget spent: $*"; return 124; fi
+  if [ "$cap" -lt 10 ]; then echo "skipped, budget spent: $*" >&2; return 124; fi
   timeout "$cap" "$@"
 }
 
@@ -122,10 +122,15 @@ done
 # The variant with the fastest timed training step.
 BEST=$(python3 - "$OUT/burn.jsonl" <<'EOF'
 import json, sys
+rows = []
 try:
-    rows = [json.loads(l) for l in open(sys.argv[1])]
+    for line in open(sys.argv[1]):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            pass
 except OSError:
-    rows = []
+    pass
 train = [r for r in rows if r["result"]["mode"] == "train"]
 print(max(train, key=lambda r: r["result"]["img_per_s"])["variant"] if train else "")
 EOF
