@@ -25,7 +25,28 @@ use burn::tensor::{backend::Backend, Tensor};
 /// `1 / channels`, and a statistic is spread back over the channels by a product with a
 /// `[channels, 1]` column of ones, so every element-wise op sees two contiguous
 /// operands of the same shape.
+///
+/// On Flex and `Autodiff<Flex>` the whole norm is one fused kernel instead
+/// (`kernels::layer_norm`); [`channels_first_composed`] is the version every other
+/// backend runs.
 pub fn channels_first<B: Backend>(norm: &LayerNorm<B>, eps: f64, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    #[cfg(feature = "flex-kernels")]
+    {
+        let [batch, channels, height, width] = x.dims();
+        let flat = x.clone().reshape([batch, channels, height * width]);
+        if let Some(out) = crate::kernels::layer_norm::try_fast(norm, eps, flat) {
+            return out.reshape([batch, channels, height, width]);
+        }
+    }
+    channels_first_composed(norm, eps, x)
+}
+
+/// [`channels_first`] written with tensor operations, for every backend.
+pub fn channels_first_composed<B: Backend>(
+    norm: &LayerNorm<B>,
+    eps: f64,
+    x: Tensor<B, 4>,
+) -> Tensor<B, 4> {
     let [batch, channels, height, width] = x.dims();
     let device = x.device();
     let x = x.reshape([batch, channels, height * width]);
@@ -91,8 +112,9 @@ mod tests {
     /// Burn's own LayerNorm applied channels-last is the reference: values and the
     /// gradients of input, scale and shift must agree, on shapes with odd sizes, one
     /// channel, and a single position.
-    #[test]
-    fn channels_first_matches_burn_layer_norm_forward_and_backward() {
+    fn matches_burn_layer_norm(
+        ours_of: impl Fn(&burn::nn::LayerNorm<B>, f64, Tensor<B, 4>) -> Tensor<B, 4>,
+    ) {
         let device = Default::default();
         let eps = 1e-6;
         for [n, c, h, w] in [[2, 5, 3, 7], [1, 24, 16, 16], [3, 1, 2, 2], [4, 7, 1, 1]] {
@@ -108,7 +130,7 @@ mod tests {
                 .require_grad();
             let weights = Tensor::<B, 4>::random([n, c, h, w], Distribution::Default, &device);
 
-            let ours = channels_first(&norm, eps, x.clone());
+            let ours = ours_of(&norm, eps, x.clone());
             let stock = norm
                 .forward(x.clone().permute([0, 2, 3, 1]))
                 .permute([0, 3, 1, 2]);
@@ -148,5 +170,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// On `Autodiff<Flex>` this is the fused kernel (`kernels::layer_norm`).
+    #[test]
+    fn channels_first_matches_burn_layer_norm_forward_and_backward() {
+        matches_burn_layer_norm(channels_first);
+    }
+
+    /// The tensor-operation version the other backends run.
+    #[test]
+    fn composed_channels_first_matches_burn_layer_norm_forward_and_backward() {
+        matches_burn_layer_norm(channels_first_composed);
     }
 }

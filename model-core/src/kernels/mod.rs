@@ -3,6 +3,7 @@
 
 pub mod conv;
 pub mod gelu;
+pub mod layer_norm;
 
 /// What both kernels need to reach Flex's own tensors from a generic `B: Backend`.
 #[cfg(feature = "flex-kernels")]
