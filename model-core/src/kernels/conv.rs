@@ -126,6 +126,56 @@ fn input_grad<I: Backend>(
     I::conv2d(grad, turned, None, same_options(&shape))
 }
 
+/// A tensor of `Autodiff<I>` as its autodiff node plus the inner backend's tensor.
+#[cfg(feature = "autodiff-kernels")]
+type AutodiffPrimitive<I> =
+    <burn::backend::Autodiff<I> as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
+
+/// The forward convolution, recorded for autodiff with `step` as its backward pass
+/// (Flex's and the GPU backends' paths differ only there): the input and weight are
+/// kept for the backward pass together with the sizes.
+#[cfg(feature = "autodiff-kernels")]
+fn recorded_conv<I: Backend, S>(
+    step: S,
+    x: AutodiffPrimitive<I>,
+    weight: AutodiffPrimitive<I>,
+    bias: AutodiffPrimitive<I>,
+    shape: GroupedConvShape,
+) -> AutodiffPrimitive<I>
+where
+    S: burn::backend::autodiff::ops::Backward<
+        I,
+        3,
+        State = (
+            burn::backend::autodiff::NodeId,
+            burn::backend::autodiff::NodeId,
+            GroupedConvShape,
+        ),
+    >,
+{
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn::backend::autodiff::ops::OpsKind;
+    let opts = same_options(&shape);
+    match step
+        .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), bias.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let x_state = prep.checkpoint(&x);
+            let weight_state = prep.checkpoint(&weight);
+            let out = I::conv2d(x.primitive, weight.primitive, Some(bias.primitive), opts);
+            prep.finish((x_state, weight_state, shape), out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(I::conv2d(
+            x.primitive,
+            weight.primitive,
+            Some(bias.primitive),
+            opts,
+        )),
+    }
+}
+
 /// Sizes of a grouped convolution with stride 1 and padding `kernel / 2`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupedConvShape {
@@ -260,16 +310,14 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(feature = "flex-kernels")]
 mod flex {
-    use super::{fits, grouped_conv_weight_grad, input_grad, same_options, GroupedConvShape};
+    use super::{fits, grouped_conv_weight_grad, input_grad, recorded_conv, GroupedConvShape};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
-    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::autodiff::ops::{Backward, Ops};
     use burn::backend::autodiff::NodeId;
     use burn::backend::Flex;
     use burn::nn::conv::Conv2d;
     use burn::tensor::backend::Backend;
-    use burn::tensor::ops::ModuleOps;
     use burn::tensor::{Tensor, TensorData, TensorPrimitive};
     use burn_flex::FlexTensor;
     use std::any::TypeId;
@@ -336,25 +384,7 @@ mod flex {
     }
 
     fn forward(x: AdTensor, weight: AdTensor, bias: AdTensor, shape: GroupedConvShape) -> AdTensor {
-        let opts = same_options(&shape);
-        match GroupedConvBackward
-            .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), bias.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let x_state = prep.checkpoint(&x);
-                let weight_state = prep.checkpoint(&weight);
-                let out = Flex::conv2d(x.primitive, weight.primitive, Some(bias.primitive), opts);
-                prep.finish((x_state, weight_state, shape), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(
-                x.primitive,
-                weight.primitive,
-                Some(bias.primitive),
-                opts,
-            )),
-        }
+        recorded_conv::<Flex, _>(GroupedConvBackward, x, weight, bias, shape)
     }
 }
 
@@ -364,11 +394,10 @@ mod flex {
 /// trainer turns it on per backend with [`gpu::use_for`].
 #[cfg(feature = "autodiff-kernels")]
 pub mod gpu {
-    use super::{fits, input_grad, same_options, GroupedConvShape};
+    use super::{fits, input_grad, recorded_conv, GroupedConvShape};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
-    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::autodiff::ops::{Backward, Ops};
     use burn::backend::autodiff::NodeId;
     use burn::backend::Autodiff;
     use burn::nn::conv::Conv2d;
@@ -415,25 +444,7 @@ pub mod gpu {
         let bias = conv.bias.as_ref()?.val().into_primitive().tensor();
         let weight = conv.weight.val().into_primitive().tensor();
         let x = x.into_primitive().tensor();
-        let opts = same_options(&shape);
-        let out = match GroupedConvBackward
-            .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), bias.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let x_state = prep.checkpoint(&x);
-                let weight_state = prep.checkpoint(&weight);
-                let out = I::conv2d(x.primitive, weight.primitive, Some(bias.primitive), opts);
-                prep.finish((x_state, weight_state, shape), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(I::conv2d(
-                x.primitive,
-                weight.primitive,
-                Some(bias.primitive),
-                opts,
-            )),
-        };
+        let out = recorded_conv::<I, _>(GroupedConvBackward, x, weight, bias, shape);
         Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
     }
 

@@ -220,7 +220,8 @@ mod flex {
         eps: f64,
         x: Tensor<B, 3>,
     ) -> Option<Tensor<B, 3>> {
-        if x.dtype() != DType::F32 {
+        let id = TypeId::of::<B>();
+        if (id != TypeId::of::<Flex>() && id != TypeId::of::<Ad>()) || x.dtype() != DType::F32 {
             return None;
         }
         let [batch, channels, positions] = x.dims();
@@ -232,11 +233,10 @@ mod flex {
         let beta = norm.beta.as_ref()?.val().into_primitive().tensor();
         let gamma = norm.gamma.val().into_primitive().tensor();
         let x = x.into_primitive().tensor();
-        let id = TypeId::of::<B>();
         let out: B::FloatTensorPrimitive = if id == TypeId::of::<Flex>() {
             let (y, _) = forward_flex(&same(x)?, &same(gamma)?, &same(beta)?, eps, shape);
             same(y)?
-        } else if id == TypeId::of::<Ad>() {
+        } else {
             same(forward_autodiff(
                 same(x)?,
                 same(gamma)?,
@@ -244,8 +244,6 @@ mod flex {
                 eps,
                 shape,
             ))?
-        } else {
-            return None;
         };
         Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
     }
