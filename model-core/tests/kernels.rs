@@ -278,3 +278,76 @@ fn erf_matches_reference_values() {
         assert!((got - want).abs() < 5e-7, "erf({x}) = {got}, want {want}");
     }
 }
+
+/// The fused pointwise layer against the same layer written with tensor operations:
+/// outputs and the gradients of input, weight and bias on `Autodiff<Flex>`, and outputs
+/// on `Flex`. Batches below and above the thread count take the two parallel layouts;
+/// the sizes are odd, and one case has a single position and a single input channel.
+#[test]
+fn fused_pointwise_matches_composed_values_and_gradients() {
+    use burn::module::AutodiffModule;
+    use burn::nn::{Linear, LinearConfig};
+    use model_core::convnext::norm::{pointwise, pointwise_composed};
+    let device = Default::default();
+    // [batch, inputs, outputs, positions]
+    for [n, ci, co, p] in [
+        [1, 5, 7, 13],
+        [2, 24, 96, 49],
+        [9, 3, 11, 17],
+        [33, 1, 4, 1],
+    ] {
+        let case = format!("batch {n}, {ci} -> {co}, {p} positions");
+        let mut layer: Linear<B> = LinearConfig::new(ci, co).init(&device);
+        // Set explicitly: a lazily initialised parameter would draw new values in
+        // each clone below.
+        layer.weight = Param::from_tensor(Tensor::random(
+            [ci, co],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        ));
+        layer.bias = Some(Param::from_tensor(Tensor::random(
+            [co],
+            Distribution::Normal(0.5, 1.0),
+            &device,
+        )));
+        let x = Tensor::<Flex, 3>::random([n, ci, p], Distribution::Normal(0.0, 1.0), &device);
+        let upstream =
+            Tensor::<Flex, 3>::random([n, co, p], Distribution::Normal(0.0, 1.0), &device);
+        let run = |fused: bool| {
+            let layer = layer.clone();
+            let xa = Tensor::<B, 3>::from_inner(x.clone()).require_grad();
+            let y = if fused {
+                pointwise(&layer, xa.clone())
+            } else {
+                pointwise_composed(&layer, xa.clone())
+            };
+            let grads = (y.clone() * Tensor::from_inner(upstream.clone()))
+                .sum()
+                .backward();
+            (
+                y.inner(),
+                xa.grad(&grads).expect("x has a gradient"),
+                layer.weight.grad(&grads).expect("weight has a gradient"),
+                layer
+                    .bias
+                    .as_ref()
+                    .and_then(|b| b.grad(&grads))
+                    .expect("bias has a gradient"),
+            )
+        };
+        let (y, dx, dw, db) = run(true);
+        let (y_ref, dx_ref, dw_ref, db_ref) = run(false);
+        assert_close(&case, "outputs", y, y_ref.clone());
+        assert_close(&case, "input gradients", dx, dx_ref);
+        assert_close(&case, "weight gradients", dw, dw_ref);
+        assert_close(&case, "bias gradients", db, db_ref);
+        // The inference backend takes the fused path too.
+        let plain_layer: Linear<Flex> = layer.valid();
+        assert_close(
+            &case,
+            "Flex outputs",
+            pointwise(&plain_layer, x.clone()),
+            y_ref,
+        );
+    }
+}

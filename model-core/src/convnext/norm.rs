@@ -79,7 +79,19 @@ pub fn per_sample<B: Backend>(values: Tensor<B, 1>, batch: usize) -> Tensor<B, 3
 /// `linear` applied at every position of `[batch, in, positions]`, giving
 /// `[batch, out, positions]` (a 1x1 convolution whose weights are stored as Burn's
 /// `Linear`, `[in, out]`).
+///
+/// On Flex and `Autodiff<Flex>` this is one fused kernel (`kernels::pointwise`);
+/// [`pointwise_composed`] is the version every other backend runs.
 pub fn pointwise<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    #[cfg(feature = "flex-kernels")]
+    if let Some(out) = crate::kernels::pointwise::try_fast(linear, x.clone()) {
+        return out;
+    }
+    pointwise_composed(linear, x)
+}
+
+/// [`pointwise`] written with tensor operations, for every backend.
+pub fn pointwise_composed<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let weight = linear.weight.val();
     let batch = x.dims()[0];
     let y = weight.transpose().unsqueeze::<3>().matmul(x);

@@ -4,6 +4,8 @@
 pub mod conv;
 pub mod gelu;
 pub mod layer_norm;
+#[cfg(feature = "flex-kernels")]
+pub mod pointwise;
 
 /// What both kernels need to reach Flex's own tensors from a generic `B: Backend`.
 #[cfg(feature = "flex-kernels")]
