@@ -2,7 +2,7 @@
 //! on random inputs with odd sizes: values and every gradient.
 
 use burn::backend::{Autodiff, Flex};
-use burn::module::Param;
+use burn::module::{AutodiffModule, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
 use burn::tensor::{Distribution, Tensor};
@@ -80,6 +80,16 @@ fn matches_stock_conv2d(ours_of: impl Fn(&Conv2d<B>, Tensor<B, 4>) -> Tensor<B, 
             "outputs",
             ours.clone().inner(),
             stock.clone().inner(),
+        );
+
+        // The inference backend: Flex's path (the depthwise kernel for depthwise
+        // layers) against the stock convolution.
+        let plain = conv.valid();
+        assert_close(
+            &case,
+            "Flex outputs",
+            grouped_conv_same(&plain, x.clone().inner()),
+            plain.forward(x.clone().inner()),
         );
 
         let ours_grads = (ours * upstream.clone()).sum().backward();
@@ -305,7 +315,6 @@ fn polynomial_exp_matches_std_exp() {
 /// the sizes are odd, and one case has a single position and a single input channel.
 #[test]
 fn fused_pointwise_matches_composed_values_and_gradients() {
-    use burn::module::AutodiffModule;
     use burn::nn::{Linear, LinearConfig};
     use model_core::convnext::norm::{pointwise, pointwise_composed};
     let device = Default::default();

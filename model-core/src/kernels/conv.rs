@@ -13,8 +13,8 @@
 //! For stride 1 and padding k/2 both gradients have simpler forms:
 //! - input gradient: a grouped convolution of the output gradient with every filter
 //!   turned by 180 degrees and its input and output channels exchanged within the
-//!   group, which Flex runs on its multi-threaded forward paths (the depthwise fast path
-//!   for depthwise layers);
+//!   group, which Flex runs on its multi-threaded forward paths (depthwise layers use
+//!   [`super::depthwise`] instead);
 //! - weight gradient: for each filter, the correlation of the input planes with the
 //!   output-gradient plane over the k x k offsets, summed over the batch: one dot
 //!   product per offset here (see [`grouped_conv_weight_grad`]), parallel over output
@@ -22,7 +22,9 @@
 //!
 //! [`grouped_conv_same`] takes this path when the backend is `Autodiff<Flex>` (a
 //! run-time type check, so the model stays generic over `B: Backend`) and the layer
-//! has such a shape. The forward pass is Flex's own convolution either way.
+//! has such a shape. For depthwise layers the forward convolution and the input
+//! gradient are [`super::depthwise`]'s kernel, on `Flex` (inference) as well; grouped
+//! layers keep Flex's own forward convolution.
 //!
 //! The GPU backends (CubeCL: CUDA, wgpu) have the same problem in a worse form: their
 //! grouped weight gradient launches one convolution, one slice and one slice-assign per
@@ -131,12 +133,19 @@ fn input_grad<I: Backend>(
 type AutodiffPrimitive<I> =
     <burn::backend::Autodiff<I> as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
 
-/// The forward convolution, recorded for autodiff with `step` as its backward pass
-/// (Flex's and the GPU backends' paths differ only there): the input and weight are
-/// kept for the backward pass together with the sizes.
+/// The forward convolution `conv(x, weight, bias, shape)`, recorded for autodiff with
+/// `step` as its backward pass (Flex's and the GPU backends' paths differ in the
+/// backward step, and in the forward convolution for depthwise layers): the input and
+/// weight are kept for the backward pass together with the sizes.
 #[cfg(feature = "autodiff-kernels")]
 fn recorded_conv<I: Backend, S>(
     step: S,
+    conv: fn(
+        I::FloatTensorPrimitive,
+        I::FloatTensorPrimitive,
+        I::FloatTensorPrimitive,
+        GroupedConvShape,
+    ) -> I::FloatTensorPrimitive,
     x: AutodiffPrimitive<I>,
     weight: AutodiffPrimitive<I>,
     bias: AutodiffPrimitive<I>,
@@ -155,7 +164,6 @@ where
 {
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::ops::OpsKind;
-    let opts = same_options(&shape);
     match step
         .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), bias.node.clone()])
         .compute_bound()
@@ -164,16 +172,24 @@ where
         OpsKind::Tracked(mut prep) => {
             let x_state = prep.checkpoint(&x);
             let weight_state = prep.checkpoint(&weight);
-            let out = I::conv2d(x.primitive, weight.primitive, Some(bias.primitive), opts);
+            let out = conv(x.primitive, weight.primitive, bias.primitive, shape);
             prep.finish((x_state, weight_state, shape), out)
         }
-        OpsKind::UnTracked(prep) => prep.finish(I::conv2d(
-            x.primitive,
-            weight.primitive,
-            Some(bias.primitive),
-            opts,
-        )),
+        OpsKind::UnTracked(prep) => {
+            prep.finish(conv(x.primitive, weight.primitive, bias.primitive, shape))
+        }
     }
+}
+
+/// The backend's own convolution with stride 1, padding k/2 and the layer's groups.
+#[cfg(feature = "autodiff-kernels")]
+fn stock_conv<I: Backend>(
+    x: I::FloatTensorPrimitive,
+    weight: I::FloatTensorPrimitive,
+    bias: I::FloatTensorPrimitive,
+    shape: GroupedConvShape,
+) -> I::FloatTensorPrimitive {
+    I::conv2d(x, weight, Some(bias), same_options(&shape))
 }
 
 /// Sizes of a grouped convolution with stride 1 and padding `kernel / 2`.
@@ -310,7 +326,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(feature = "flex-kernels")]
 mod flex {
-    use super::{fits, grouped_conv_weight_grad, input_grad, recorded_conv, GroupedConvShape};
+    use super::{
+        fits, grouped_conv_weight_grad, input_grad, recorded_conv, stock_conv, GroupedConvShape,
+    };
+    use crate::kernels::depthwise::{depthwise_same, DepthwiseShape};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops};
@@ -325,6 +344,15 @@ mod flex {
     use crate::kernels::flex_types::{same, Ad, AdTensor};
 
     pub(super) fn try_fast<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Option<Tensor<B, 4>> {
+        if TypeId::of::<B>() == TypeId::of::<Flex>() {
+            // Inference: only the depthwise forward differs from the stock path.
+            let shape = fits(conv, &x).filter(is_depthwise)?;
+            let x: FlexTensor = same(x.into_primitive().tensor())?;
+            let weight: FlexTensor = same(conv.weight.val().into_primitive().tensor())?;
+            let bias: FlexTensor = same(conv.bias.as_ref()?.val().into_primitive().tensor())?;
+            let out: B::FloatTensorPrimitive = same(forward_flex(x, weight, bias, shape))?;
+            return Some(Tensor::from_primitive(TensorPrimitive::Float(out)));
+        }
         if TypeId::of::<B>() != TypeId::of::<Ad>() {
             return None;
         }
@@ -377,14 +405,67 @@ mod flex {
                 }
             }
             if let Some(node) = node_x {
-                let dx = input_grad::<Flex>(grad, weight, shape);
+                let dx = if is_depthwise(&shape) {
+                    depthwise(grad, weight, None, true, shape)
+                } else {
+                    input_grad::<Flex>(grad, weight, shape)
+                };
                 grads.register::<Flex>(node.id, dx);
             }
         }
     }
 
     fn forward(x: AdTensor, weight: AdTensor, bias: AdTensor, shape: GroupedConvShape) -> AdTensor {
-        recorded_conv::<Flex, _>(GroupedConvBackward, x, weight, bias, shape)
+        recorded_conv::<Flex, _>(GroupedConvBackward, forward_flex, x, weight, bias, shape)
+    }
+
+    /// One filter per channel, each reading its own channel.
+    fn is_depthwise(shape: &GroupedConvShape) -> bool {
+        shape.groups == shape.channels_in && shape.groups == shape.channels_out
+    }
+
+    /// The forward convolution: the depthwise kernel for depthwise layers, Flex's own
+    /// convolution for the others.
+    fn forward_flex(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        shape: GroupedConvShape,
+    ) -> FlexTensor {
+        if is_depthwise(&shape) {
+            depthwise(x, weight, Some(bias), false, shape)
+        } else {
+            stock_conv::<Flex>(x, weight, bias, shape)
+        }
+    }
+
+    /// [`depthwise_same`] on Flex tensors (`turned`: the filters turned by 180
+    /// degrees, which gives the input gradient from the output gradient).
+    fn depthwise(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: Option<FlexTensor>,
+        turned: bool,
+        shape: GroupedConvShape,
+    ) -> FlexTensor {
+        let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+        let bias = bias.map(|b| b.to_contiguous());
+        let dw_shape = DepthwiseShape {
+            batch: shape.batch,
+            channels: shape.channels_in,
+            height: shape.height,
+            width: shape.width,
+            kernel: shape.kernel,
+        };
+        let out = depthwise_same(
+            x.storage::<f32>(),
+            weight.storage::<f32>(),
+            bias.as_ref().map(|b| b.storage::<f32>()),
+            turned,
+            dw_shape,
+        );
+        let dims = [shape.batch, shape.channels_in, shape.height, shape.width];
+        FlexTensor::from_data(TensorData::new(out, dims))
     }
 }
 
@@ -394,7 +475,7 @@ mod flex {
 /// trainer turns it on per backend with [`gpu::use_for`].
 #[cfg(feature = "autodiff-kernels")]
 pub mod gpu {
-    use super::{fits, input_grad, recorded_conv, GroupedConvShape};
+    use super::{fits, input_grad, recorded_conv, stock_conv, GroupedConvShape};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops};
@@ -444,7 +525,8 @@ pub mod gpu {
         let bias = conv.bias.as_ref()?.val().into_primitive().tensor();
         let weight = conv.weight.val().into_primitive().tensor();
         let x = x.into_primitive().tensor();
-        let out = recorded_conv::<I, _>(GroupedConvBackward, x, weight, bias, shape);
+        let out =
+            recorded_conv::<I, _>(GroupedConvBackward, stock_conv::<I>, x, weight, bias, shape);
         Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
     }
 

@@ -2,6 +2,8 @@
 //! tested for equality with the stock operation (`tests/kernels.rs`).
 
 pub mod conv;
+#[cfg(feature = "flex-kernels")]
+pub mod depthwise;
 pub mod gelu;
 pub mod layer_norm;
 #[cfg(feature = "flex-kernels")]
