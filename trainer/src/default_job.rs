@@ -211,7 +211,7 @@ pub fn default_train_config(data: &Path, synth: &SynthConfig) -> Result<TrainCon
         head: HeadConfig::new().with_head_dim(64),
         image_size: synth.size,
         batch_size: 32,
-        phase1_epochs: 10,
+        phase1_epochs: 16,
         phase2_epochs: 2,
         phase2_rounds: 1,
         phase1_rows: Phase1Rows::Labelled,
