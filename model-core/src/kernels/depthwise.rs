@@ -105,7 +105,7 @@ fn plane_conv(
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if super::has_avx2_fma() {
         // SAFETY: the CPU was just checked for AVX2 and FMA.
         return unsafe { avx2::plane_conv(x, filter, bias, scratch, shape, out) };
     }

@@ -136,14 +136,9 @@ mod avx2 {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-}
-
 fn forward_chunk(x: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
+    if super::has_avx2_fma() {
         // SAFETY: the CPU was just checked for AVX2 and FMA.
         return unsafe { avx2::forward(x, out) };
     }
@@ -152,7 +147,7 @@ fn forward_chunk(x: &[f32], out: &mut [f32]) {
 
 fn backward_chunk(x: &[f32], grad: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
+    if super::has_avx2_fma() {
         // SAFETY: the CPU was just checked for AVX2 and FMA.
         return unsafe { avx2::backward(x, grad, out) };
     }

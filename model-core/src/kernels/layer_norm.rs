@@ -206,11 +206,11 @@ mod flex {
     use burn::backend::Flex;
     use burn::nn::LayerNorm;
     use burn::tensor::backend::Backend;
-    use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+    use burn::tensor::{DType, Tensor, TensorPrimitive};
     use burn_flex::FlexTensor;
     use std::any::TypeId;
 
-    use crate::kernels::flex_types::{same, Ad, AdTensor};
+    use crate::kernels::flex_types::{flex_tensor, same, Ad, AdTensor};
 
     /// `norm` over the channels of `[batch, channels, positions]` (see the module
     /// documentation); `None` where the backend is not Flex or `Autodiff<Flex>`, the
@@ -248,10 +248,6 @@ mod flex {
         Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
     }
 
-    fn flex(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
-        FlexTensor::from_data(TensorData::new(values, dims))
-    }
-
     fn forward_flex(
         x: &FlexTensor,
         gamma: &FlexTensor,
@@ -272,7 +268,7 @@ mod flex {
             shape,
         );
         let dims = vec![shape.batch, shape.channels, shape.positions];
-        (flex(y, dims), stats)
+        (flex_tensor(y, dims), stats)
     }
 
     #[derive(Debug)]
@@ -308,13 +304,13 @@ mod flex {
             );
             if let Some(node) = node_x {
                 let dims = vec![shape.batch, shape.channels, shape.positions];
-                grads.register::<Flex>(node.id, flex(dx, dims));
+                grads.register::<Flex>(node.id, flex_tensor(dx, dims));
             }
             if let Some(node) = node_gamma {
-                grads.register::<Flex>(node.id, flex(dgamma, vec![shape.channels]));
+                grads.register::<Flex>(node.id, flex_tensor(dgamma, vec![shape.channels]));
             }
             if let Some(node) = node_beta {
-                grads.register::<Flex>(node.id, flex(dbeta, vec![shape.channels]));
+                grads.register::<Flex>(node.id, flex_tensor(dbeta, vec![shape.channels]));
             }
         }
     }

@@ -22,10 +22,22 @@ mod flex_types {
 
     /// Moves a value between two names of one type (the caller has compared their
     /// `TypeId`s); `None` if they differ.
+    /// A contiguous f32 Flex tensor of shape `dims` holding `values`.
+    pub(crate) fn flex_tensor(values: Vec<f32>, dims: Vec<usize>) -> burn_flex::FlexTensor {
+        burn_flex::FlexTensor::from_data(burn::tensor::TensorData::new(values, dims))
+    }
+
     pub(crate) fn same<T: 'static, U: 'static>(value: T) -> Option<U> {
         (Box::new(value) as Box<dyn Any>)
             .downcast::<U>()
             .ok()
             .map(|b| *b)
     }
+}
+
+/// Whether this x86-64 CPU has AVX2 and FMA, for the kernels that keep a copy of their
+/// inner loops compiled for them (the check is cached by the standard library).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }

@@ -260,7 +260,7 @@ pub(crate) use flex::try_fast;
 
 mod flex {
     use super::{pointwise_backward, pointwise_forward, PointwiseShape};
-    use crate::kernels::flex_types::{same, Ad, AdTensor};
+    use crate::kernels::flex_types::{flex_tensor, same, Ad, AdTensor};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
@@ -269,7 +269,7 @@ mod flex {
     use burn::backend::Flex;
     use burn::nn::Linear;
     use burn::tensor::backend::Backend;
-    use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+    use burn::tensor::{DType, Tensor, TensorPrimitive};
     use burn_flex::FlexTensor;
     use std::any::TypeId;
 
@@ -311,10 +311,6 @@ mod flex {
         Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
     }
 
-    fn flex(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
-        FlexTensor::from_data(TensorData::new(values, dims))
-    }
-
     fn forward_flex(
         x: &FlexTensor,
         weight: &FlexTensor,
@@ -332,7 +328,7 @@ mod flex {
             bias.storage::<f32>(),
             shape,
         );
-        flex(y, vec![shape.batch, shape.outputs, shape.positions])
+        flex_tensor(y, vec![shape.batch, shape.outputs, shape.positions])
     }
 
     #[derive(Debug)]
@@ -367,13 +363,16 @@ mod flex {
             );
             if let (Some(node), Some(dx)) = (node_x, dx) {
                 let dims = vec![shape.batch, shape.inputs, shape.positions];
-                grads.register::<Flex>(node.id, flex(dx, dims));
+                grads.register::<Flex>(node.id, flex_tensor(dx, dims));
             }
             if let Some(node) = node_weight {
-                grads.register::<Flex>(node.id, flex(dweight, vec![shape.inputs, shape.outputs]));
+                grads.register::<Flex>(
+                    node.id,
+                    flex_tensor(dweight, vec![shape.inputs, shape.outputs]),
+                );
             }
             if let Some(node) = node_bias {
-                grads.register::<Flex>(node.id, flex(dbias, vec![shape.outputs]));
+                grads.register::<Flex>(node.id, flex_tensor(dbias, vec![shape.outputs]));
             }
         }
     }
