@@ -327,6 +327,124 @@ fn resume_after_a_kill_gives_the_uninterrupted_result() {
     assert_eq!(eval(&straight), eval(&killed));
 }
 
+/// The tensors of a safetensors file whose names start with `prefix`, as raw bytes
+/// by name (the format: an 8-byte little-endian header length, a JSON header of
+/// names, dtypes, shapes and byte ranges, then the data).
+fn safetensors_with_prefix(path: &Path, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+    let data = &bytes[8 + len..];
+    let mut out: Vec<(String, Vec<u8>)> = header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| name.starts_with(prefix))
+        .map(|(name, t)| {
+            let range = &t["data_offsets"];
+            let (a, b) = (range[0].as_u64().unwrap(), range[1].as_u64().unwrap());
+            (name.clone(), data[a as usize..b as usize].to_vec())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn shared_stage_trains_one_backbone_and_resumes_to_the_same_result() {
+    let tmp = TempDir::new("shared");
+    let root = tmp.0.clone();
+    let data = root.join("data");
+    synth(&data, "30", "32");
+    let with_shared = |run: &Path| {
+        let mut args = tiny_train_args(&data, run, "1", "1");
+        args.extend(["--shared-epochs", "2"]);
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let straight = root.join("straight");
+    let args = with_shared(&straight);
+    trainer_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // Both categories start their own phases from one backbone, with their own heads.
+    let men = straight.join("shared/men-tshirts.safetensors");
+    let kurtis = straight.join("shared/kurtis.safetensors");
+    let men_backbone = safetensors_with_prefix(&men, "backbone.");
+    assert!(
+        men_backbone.len() > 10,
+        "the start weights hold the backbone"
+    );
+    assert_eq!(
+        men_backbone,
+        safetensors_with_prefix(&kurtis, "backbone."),
+        "the categories' starting backbones differ: the stage did not share it"
+    );
+    let heads = |p: &Path| safetensors_with_prefix(p, "heads.");
+    assert_ne!(heads(&men), heads(&kurtis));
+    // The stage logged each category's validation after each of its epochs, and the
+    // per-category phases followed.
+    let log = std::fs::read_to_string(straight.join("train_log.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for category in ["Men Tshirts", "Kurtis"] {
+        let epochs: Vec<u64> = lines
+            .iter()
+            .filter(|l| l["stage"] == "shared" && l["category"] == category)
+            .map(|l| l["epoch"].as_u64().unwrap())
+            .collect();
+        assert_eq!(epochs, [1, 2], "{category}: shared epochs in the log");
+        assert!(lines
+            .iter()
+            .any(|l| l["stage"] == "phase1" && l["category"] == category));
+    }
+    // Phase one really starts from the shared weights: its first checkpoint is not
+    // the freshly initialised network a run without the stage would train.
+    let plain = root.join("plain");
+    trainer_ok(&tiny_train_args(&data, &plain, "1", "1"));
+    assert_ne!(
+        std::fs::read(plain.join("men-tshirts/best.safetensors")).unwrap(),
+        std::fs::read(straight.join("men-tshirts/best.safetensors")).unwrap()
+    );
+
+    // Killed after the stage's first epoch, then resumed: the same weights.
+    let killed = root.join("killed");
+    let args = with_shared(&killed);
+    let mut child = std::process::Command::new(trainer_bin())
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = killed.join("shared/state.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while std::fs::read_to_string(&state)
+        .map(|s| !s.contains("\"epochs_done\": 1"))
+        .unwrap_or(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no shared checkpoint within 300 s"
+        );
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut resume: Vec<&str> = args.iter().map(String::as_str).collect();
+    resume.push("--resume");
+    trainer_ok(&resume);
+    for slug in ["men-tshirts", "kurtis"] {
+        assert!(
+            std::fs::read(straight.join(slug).join("best.safetensors")).unwrap()
+                == std::fs::read(killed.join(slug).join("best.safetensors")).unwrap(),
+            "{slug}: resumed weights differ from the uninterrupted run's"
+        );
+    }
+}
+
 #[test]
 fn bad_arguments_and_data_give_clear_errors() {
     let tmp = TempDir::new("bad");

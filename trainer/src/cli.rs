@@ -60,6 +60,11 @@ pub struct TrainArgs {
     /// Images per step [default: 4 with --pretrained, 32 without].
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Epochs of the shared stage before the per-category phases: one backbone trained
+    /// on every category's rows at once (each category with its own heads), from which
+    /// each category's phase one starts [default: 0, none].
+    #[arg(long)]
+    pub shared_epochs: Option<usize>,
     /// Epochs of phase one (whole network; rows: see --phase1-rows) [default: 10].
     #[arg(long)]
     pub phase1_epochs: Option<usize>,

@@ -112,6 +112,19 @@ impl BackendTask for TrainTask<'_> {
     }
 }
 
+struct SharedTask<'a> {
+    ctx: &'a Context<'a>,
+    data: &'a [CategoryData<'a>],
+    indices: &'a [usize],
+}
+
+impl BackendTask for SharedTask<'_> {
+    type Output = Result<train::shared::SharedOutcome>;
+    fn run<B: AutodiffBackend>(self, device: B::Device, _chosen: &Chosen) -> Self::Output {
+        train::shared::train_shared::<B>(self.ctx, self.data, self.indices, &device)
+    }
+}
+
 /// `trainer train`: trains every category of `config` (or resumes), then prints the
 /// validation table and draws the curves.
 pub fn train_run(
@@ -180,7 +193,9 @@ pub fn train_run(
         resume,
         quiet,
     };
-    let mut scores = Vec::new();
+    // Every category's rows, split once; categories without a training row are
+    // reported and left out.
+    let mut categories = Vec::new();
     for (index, name) in config.categories.iter().enumerate() {
         let category = data.category(&taxonomy, name, config.seed, config.val_fraction)?;
         println!(
@@ -194,11 +209,34 @@ pub fn train_run(
             println!("{name}: no training rows; skipped");
             continue;
         }
+        categories.push((index, category));
+    }
+    if config.shared_epochs > 0 && !categories.is_empty() {
+        let (indices, shared): (Vec<usize>, Vec<CategoryData>) = categories.iter().cloned().unzip();
+        let outcome = device::run_on(
+            &chosen,
+            SharedTask {
+                ctx: &ctx,
+                data: &shared,
+                indices: &indices,
+            },
+        )?;
+        if let train::shared::SharedOutcome::Interrupted = outcome {
+            draw_curves(&paths);
+            bail!(
+                "interrupted; continue with: trainer train --out {} --resume",
+                out.display()
+            );
+        }
+    }
+    let mut scores = Vec::new();
+    for (index, category) in &categories {
+        let index = *index;
         match device::run_on(
             &chosen,
             TrainTask {
                 ctx: &ctx,
-                data: &category,
+                data: category,
                 index,
             },
         )? {

@@ -24,6 +24,10 @@ pub struct TrainConfig {
     /// Side of the square network input, in pixels.
     pub image_size: u32,
     pub batch_size: usize,
+    /// Epochs of the shared stage, one backbone over every category's rows before the
+    /// per-category phases (runs saved before this option: none).
+    #[serde(default)]
+    pub shared_epochs: usize,
     pub phase1_epochs: usize,
     pub phase2_epochs: usize,
     pub phase2_rounds: usize,

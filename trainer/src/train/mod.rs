@@ -13,11 +13,16 @@
 //! updates are those it would get on its own, for one backbone pass per batch instead
 //! of one per attribute. The best weights of each head are kept separately, on that
 //! attribute's validation score.
+//!
+//! With `--shared-epochs N`, a shared stage ([`shared`]) comes first: one backbone
+//! trained on the rows of every category at once, each category with its own heads;
+//! each category's phase one then starts from that backbone and its own heads.
 
 pub mod batch;
 pub mod config;
 pub mod plateau;
 pub mod schedule;
+pub mod shared;
 
 use crate::data::images::ImageStore;
 use crate::fsutil::{read, read_json, write_atomic, write_json};
@@ -239,7 +244,11 @@ pub fn train_category<B: AutodiffBackend>(
             derive_seed(cfg.seed, &[category_index as u64, 0xC0FFEE]),
         );
         let mut model = model_config.init::<B>(device);
-        if let Some(load) = ctx.pretrained {
+        if cfg.shared_epochs > 0 {
+            // The shared stage ran first and wrote where this category starts.
+            let start = shared::SharedPaths::new(paths).start(name);
+            model = load_weights(model, &start)?;
+        } else if let Some(load) = ctx.pretrained {
             let bytes = load(model_config.clone())?;
             model = load_safetensors(model, bytes).context("loading the pretrained backbone")?;
         }

@@ -1,0 +1,402 @@
+//! The shared stage (`--shared-epochs`): before any category trains on its own, one
+//! backbone learns from the rows of every category at once.
+//!
+//! Each category keeps its own feature layer and heads; a batch holds the rows of one
+//! category, and the batches of all categories are shuffled together, so every step
+//! moves the shared backbone and the heads of that batch's category. Colour, pattern
+//! and print type are drawn the same way on a saree as on a kurti, so the backbone sees
+//! five times the images it would see in one category's phase one, for the same work
+//! per image. When the stage ends, each category's model (the shared backbone plus its
+//! own feature layer and heads) is written to `RUN/shared/SLUG.safetensors`, and the
+//! per-category phases start from it instead of from random weights.
+//!
+//! The stage is cross-entropy only (no MMD term), on the rows phase one would use.
+//! It keeps the weights of its last epoch: the per-category phase one that follows
+//! keeps its own best.
+
+use super::config::RunPaths;
+use super::plateau::Plateau;
+use super::{
+    append_log, heads_loss, optimizer_config, progress_bar, stage_rows, step_lr, validate,
+    CategoryData, Context, EpochLog, Example, Stage,
+};
+use crate::fsutil::{read, read_json, write_atomic, write_json};
+use crate::rng::{derive_seed, Rng};
+use crate::train::batch::{pixel_data, prefetched, EpochAugment};
+use anyhow::{bail, Context as _, Result};
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor};
+use model_core::convnext::ConvNext;
+use model_core::export::slug;
+use model_core::heads::AttributeHead;
+use model_core::metrics::category_score;
+use model_core::model::{FeatureLayer, GarmentModel, GarmentModelConfig};
+use model_core::store::{load_safetensors, write_safetensors, Precision};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// One category's own part of the shared network.
+#[derive(Module, Debug)]
+pub struct CategoryTail<B: Backend> {
+    pub feature: FeatureLayer<B>,
+    pub heads: Vec<AttributeHead<B>>,
+}
+
+/// The network of the shared stage: one backbone, one tail per category (in the order
+/// of the categories given to [`train_shared`]).
+#[derive(Module, Debug)]
+pub struct SharedModel<B: Backend> {
+    pub backbone: ConvNext<B>,
+    pub tails: Vec<CategoryTail<B>>,
+}
+
+impl<B: Backend> SharedModel<B> {
+    /// Category `c`'s whole model (the backbone's tensors are shared, not copied).
+    fn category(&self, c: usize) -> GarmentModel<B> {
+        let tail = self.tails[c].clone();
+        GarmentModel {
+            backbone: self.backbone.clone(),
+            feature: tail.feature,
+            heads: tail.heads,
+        }
+    }
+
+    /// Puts category `c`'s trained model back: its backbone becomes the shared one.
+    fn put(&mut self, c: usize, model: GarmentModel<B>) {
+        self.backbone = model.backbone;
+        self.tails[c] = CategoryTail {
+            feature: model.feature,
+            heads: model.heads,
+        };
+    }
+}
+
+/// Progress of the shared stage, saved after every epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedState {
+    /// The categories of the shared network, in order.
+    pub categories: Vec<String>,
+    pub epochs_done: usize,
+    pub plateau: Plateau,
+    /// Every category's starting weights are written.
+    pub finished: bool,
+}
+
+/// Where the shared stage keeps its files.
+pub struct SharedPaths {
+    dir: PathBuf,
+}
+
+impl SharedPaths {
+    pub fn new(paths: &RunPaths) -> Self {
+        Self {
+            dir: paths.root.join("shared"),
+        }
+    }
+    fn state(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    fn last(&self) -> PathBuf {
+        self.dir.join("last.mpk")
+    }
+    fn optimizer(&self) -> PathBuf {
+        self.dir.join("optimizer.mpk")
+    }
+    /// The weights category `name` starts its own phases from.
+    pub fn start(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{}.safetensors", slug(name)))
+    }
+}
+
+/// How the shared stage ended.
+pub enum SharedOutcome {
+    Finished,
+    Interrupted,
+}
+
+/// Trains (or resumes, or skips when already done) the shared stage over `data`, whose
+/// categories have at least one training row. `indices` are the categories' positions
+/// in the run's list (they seed each category's initial weights as
+/// [`super::train_category`] would).
+pub fn train_shared<B: AutodiffBackend>(
+    ctx: &Context<'_>,
+    data: &[CategoryData<'_>],
+    indices: &[usize],
+    device: &B::Device,
+) -> Result<SharedOutcome> {
+    let cfg = ctx.config;
+    let epochs = cfg.shared_epochs;
+    let paths = SharedPaths::new(ctx.paths);
+    let names: Vec<String> = data.iter().map(|d| d.spec.name.clone()).collect();
+    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+    let configs: Vec<GarmentModelConfig> = data
+        .iter()
+        .map(|d| GarmentModelConfig::for_category(cfg.backbone.clone(), cfg.head.clone(), d.spec))
+        .collect();
+    let mut optim = optimizer_config(cfg).init::<B, GarmentModel<B>>();
+
+    // A fresh network: each category's part initialised as its own run would be, the
+    // backbone taken from the first category (or from --pretrained).
+    let fresh = || -> Result<SharedModel<B>> {
+        let mut backbone = None;
+        let mut tails = Vec::new();
+        for (config, &index) in configs.iter().zip(indices) {
+            B::seed(device, derive_seed(cfg.seed, &[index as u64, 0xC0FFEE]));
+            let mut model = config.init::<B>(device);
+            if backbone.is_none() {
+                if let Some(load) = ctx.pretrained {
+                    let bytes = load(config.clone())?;
+                    model = load_safetensors(model, bytes)
+                        .context("loading the pretrained backbone")?;
+                }
+            }
+            let GarmentModel {
+                backbone: b,
+                feature,
+                heads,
+            } = model;
+            backbone.get_or_insert(b);
+            tails.push(CategoryTail { feature, heads });
+        }
+        Ok(SharedModel {
+            backbone: backbone.context("the shared stage needs at least one category")?,
+            tails,
+        })
+    };
+
+    let (mut model, mut state) = if ctx.resume && paths.state().exists() {
+        let state: SharedState = read_json(&paths.state())?;
+        if state.categories != names {
+            bail!(
+                "{}: the shared stage was started with the categories {:?}; resume with the same ones or start a new run",
+                paths.state().display(),
+                state.categories
+            );
+        }
+        if state.finished && names.iter().all(|n| paths.start(n).exists()) {
+            println!("shared stage: already trained, skipping");
+            return Ok(SharedOutcome::Finished);
+        }
+        let mut model = fresh()?;
+        if state.epochs_done > 0 {
+            let record = Recorder::<B>::load(&recorder, read(&paths.last())?, device)
+                .with_context(|| {
+                    format!(
+                        "{}: not a checkpoint of this network",
+                        paths.last().display()
+                    )
+                })?;
+            model = model.load_record(record);
+            let bytes = read(&paths.optimizer())?;
+            let record = recorder.load(bytes, device).with_context(|| {
+                format!(
+                    "{}: not an optimizer checkpoint",
+                    paths.optimizer().display()
+                )
+            })?;
+            optim = optim.load_record(record);
+            println!("shared stage: resuming at epoch {}", state.epochs_done + 1);
+        }
+        (model, state)
+    } else {
+        std::fs::create_dir_all(&paths.dir)
+            .with_context(|| format!("{}: cannot create", paths.dir.display()))?;
+        let state = SharedState {
+            categories: names.clone(),
+            epochs_done: 0,
+            plateau: Plateau::new(cfg.lr, cfg.plateau),
+            finished: false,
+        };
+        (fresh()?, state)
+    };
+
+    let rows: Vec<Vec<&Example>> = data
+        .iter()
+        .map(|d| stage_rows(&d.train, Stage::PhaseOne, cfg.phase1_rows))
+        .collect();
+    while state.epochs_done < epochs {
+        let epoch = state.epochs_done;
+        let epoch_seed = derive_seed(cfg.seed, &[0x5A4ED, epoch as u64]);
+        B::seed(device, epoch_seed);
+        let started = Instant::now();
+        let Some((trained, losses)) = run_shared_epoch(
+            ctx,
+            data,
+            &rows,
+            (epoch, epochs),
+            epoch_seed,
+            model,
+            &mut optim,
+            &state.plateau,
+            device,
+        )?
+        else {
+            return Ok(SharedOutcome::Interrupted);
+        };
+        model = trained;
+        let seconds = started.elapsed().as_secs_f64();
+        let images: usize = rows.iter().map(Vec::len).sum();
+        let mut scores = Vec::new();
+        for (c, d) in data.iter().enumerate() {
+            let attributes = validate(ctx, d, &model.category(c).valid(), device)?;
+            scores.push(category_score(&d.spec.name, attributes));
+        }
+        let mean = scores.iter().map(|s| s.score).sum::<f64>() / scores.len() as f64;
+        let batches: usize = rows.iter().map(|r| r.len().div_ceil(cfg.batch_size)).sum();
+        let lr = step_lr(
+            cfg.lr_schedule,
+            state.plateau.lr,
+            (epoch + 1) * batches - 1,
+            epochs * batches,
+        );
+        if cfg.lr_schedule == super::schedule::LrSchedule::Plateau {
+            state.plateau.step(mean);
+        }
+        state.epochs_done += 1;
+        // Weights, optimizer, then the state that points at them; each atomically.
+        let bytes = Recorder::<B>::record(&recorder, model.clone().into_record(), ())
+            .context("serialising the shared model")?;
+        write_atomic(&paths.last(), &bytes)?;
+        let bytes = recorder
+            .record(optim.to_record(), ())
+            .context("serialising the optimizer")?;
+        write_atomic(&paths.optimizer(), &bytes)?;
+        write_json(&paths.state(), &state)?;
+        for (score, &loss) in scores.iter().zip(&losses) {
+            append_log(
+                ctx.paths,
+                &EpochLog {
+                    category: score.name.clone(),
+                    stage: "shared".into(),
+                    epoch: epoch + 1,
+                    loss,
+                    val_score: score.score,
+                    lr,
+                    img_per_s: images as f64 / seconds.max(1e-9),
+                    seconds,
+                    device: ctx.device_name.clone(),
+                    attributes: score.attributes.clone(),
+                },
+            )?;
+        }
+        let each: Vec<String> = scores
+            .iter()
+            .map(|s| format!("{} {:.4}", s.name, s.score))
+            .collect();
+        let loss = losses.iter().sum::<f64>() / losses.len() as f64;
+        println!(
+            "shared epoch {}/{epochs}: loss {loss:.4}, validation score {mean:.4} ({}), lr {lr:.2e}, {:.1} img/s",
+            epoch + 1,
+            each.join(", "),
+            images as f64 / seconds.max(1e-9)
+        );
+    }
+    for (c, name) in names.iter().enumerate() {
+        let bytes = write_safetensors(&model.category(c), Precision::F32)?;
+        write_atomic(&paths.start(name), &bytes)?;
+    }
+    state.finished = true;
+    write_json(&paths.state(), &state)?;
+    Ok(SharedOutcome::Finished)
+}
+
+/// One pass over every category's rows, their batches interleaved; `None` when
+/// interrupted. Returns the model and each category's mean loss per batch.
+#[allow(clippy::too_many_arguments)]
+fn run_shared_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
+    ctx: &Context<'_>,
+    data: &[CategoryData<'_>],
+    rows: &[Vec<&Example>],
+    (epoch, epochs): (usize, usize),
+    epoch_seed: u64,
+    model: SharedModel<B>,
+    optim: &mut O,
+    plateau: &Plateau,
+    device: &B::Device,
+) -> Result<Option<(SharedModel<B>, Vec<f64>)>> {
+    let cfg = ctx.config;
+    let mut rng = Rng::new(epoch_seed);
+    // (category, positions in its rows) of every batch, categories interleaved.
+    let mut batches: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (c, r) in rows.iter().enumerate() {
+        let mut order: Vec<usize> = (0..r.len()).collect();
+        rng.shuffle(&mut order);
+        batches.extend(order.chunks(cfg.batch_size).map(|b| (c, b.to_vec())));
+    }
+    rng.shuffle(&mut batches);
+    let augment = EpochAugment {
+        config: &cfg.augment,
+        seed: cfg.seed,
+        epoch: epoch_seed,
+    };
+    let count = batches.len();
+    let bar = progress_bar(ctx, count as u64, "shared");
+    let started = Instant::now();
+    let mut loss_sum = 0.0;
+    // Per category: summed loss and batches.
+    let mut per_category = vec![(0.0, 0usize); rows.len()];
+    let mut done = 0usize;
+    let prepare = |b: usize| {
+        let (c, positions) = &batches[b];
+        let images: Vec<usize> = positions.iter().map(|&i| rows[*c][i].image).collect();
+        pixel_data(ctx.train_images, &images, Some(augment), &ctx.preprocess)
+    };
+    let mut interrupted = false;
+    let mut slot = Some(model);
+    prefetched(count, 2, prepare, |b, pixels| {
+        if ctx.interrupted.load(Ordering::SeqCst) {
+            interrupted = true;
+            return Ok(false);
+        }
+        let (c, positions) = &batches[b];
+        let examples: Vec<&Example> = positions.iter().map(|&i| rows[*c][i]).collect();
+        let mut shared = slot.take().expect("the model is back after every step");
+        let model = shared.category(*c);
+        let out = model.forward(Tensor::<B, 4>::from_data(pixels, device));
+        let loss = heads_loss(&out.logits, &examples, device)?;
+        let value: f64 = loss.clone().into_scalar().elem::<f64>();
+        if !value.is_finite() {
+            bail!(
+                "shared stage: the loss became {value} at batch {} ({}); try a lower --lr",
+                b + 1,
+                data[*c].spec.name
+            );
+        }
+        loss_sum += value;
+        per_category[*c].0 += value;
+        per_category[*c].1 += 1;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let lr = step_lr(
+            cfg.lr_schedule,
+            plateau.lr,
+            epoch * count + b,
+            epochs * count,
+        );
+        shared.put(*c, optim.step(lr, model, grads));
+        slot = Some(shared);
+        done += examples.len();
+        bar.set_message(format!(
+            "loss {:.4}  {:.1} img/s",
+            loss_sum / (b + 1) as f64,
+            done as f64 / started.elapsed().as_secs_f64().max(1e-9)
+        ));
+        bar.inc(1);
+        Ok(true)
+    })?;
+    if interrupted {
+        bar.abandon_with_message("interrupted");
+        return Ok(None);
+    }
+    bar.finish_and_clear();
+    let model = slot.expect("the model is back after every step");
+    let losses = per_category
+        .iter()
+        .map(|&(sum, n)| sum / n.max(1) as f64)
+        .collect();
+    Ok(Some((model, losses)))
+}
