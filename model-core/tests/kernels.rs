@@ -380,3 +380,69 @@ fn fused_pointwise_matches_composed_values_and_gradients() {
         );
     }
 }
+
+#[test]
+fn patch_conv_matches_stock_conv_values_and_gradients() {
+    use model_core::convnext::norm::patch_conv;
+    let device = Default::default();
+    // [batch, channels in, channels out, kernel (= stride), height, width]; the last
+    // case's sides are not multiples of the kernel, so it takes the stock path.
+    for [n, c, co, k, h, w] in [
+        [2, 3, 24, 4, 16, 12],
+        [1, 5, 7, 2, 6, 10],
+        [3, 24, 48, 2, 8, 8],
+        [1, 3, 8, 4, 4, 4],
+        [5, 1, 2, 2, 2, 6],
+        [2, 6, 5, 1, 3, 7],
+        [1, 3, 4, 2, 7, 9],
+    ] {
+        let case = format!("batch {n}, {c} -> {co}, k{k}, {h}x{w}");
+        let mut conv = Conv2dConfig::new([c, co], [k, k])
+            .with_stride([k, k])
+            .init::<B>(&device);
+        // Set explicitly (a lazily initialised parameter draws anew in each clone),
+        // with a bias far from zero so a dropped bias shows.
+        conv.weight = Param::from_tensor(Tensor::random(
+            [co, c, k, k],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        ));
+        conv.bias = Some(Param::from_tensor(Tensor::random(
+            [co],
+            Distribution::Normal(0.5, 1.0),
+            &device,
+        )));
+        let x = Tensor::<Flex, 4>::random([n, c, h, w], Distribution::Normal(0.2, 1.5), &device);
+        let (ho, wo) = (h / k, w / k);
+        let upstream = Tensor::<Flex, 4>::random([n, co, ho, wo], Distribution::Default, &device);
+        let run = |ours: bool| {
+            let conv = conv.clone();
+            let xa = Tensor::<B, 4>::from_inner(x.clone()).require_grad();
+            let y = if ours {
+                patch_conv(&conv, xa.clone())
+            } else {
+                conv.forward(xa.clone())
+            };
+            let grads = (y.clone() * Tensor::from_inner(upstream.clone()))
+                .sum()
+                .backward();
+            (
+                y.inner(),
+                xa.grad(&grads).expect("x has a gradient"),
+                conv.weight.grad(&grads).expect("weight has a gradient"),
+                conv.bias
+                    .as_ref()
+                    .and_then(|b| b.grad(&grads))
+                    .expect("bias has a gradient"),
+            )
+        };
+        let (y, dx, dw, db) = run(true);
+        let (y_ref, dx_ref, dw_ref, db_ref) = run(false);
+        assert_close(&case, "outputs", y, y_ref.clone());
+        assert_close(&case, "input gradients", dx, dx_ref);
+        assert_close(&case, "weight gradients", dw, dw_ref);
+        assert_close(&case, "bias gradients", db, db_ref);
+        let plain: Conv2d<Flex> = conv.valid();
+        assert_close(&case, "Flex outputs", patch_conv(&plain, x.clone()), y_ref);
+    }
+}

@@ -1,6 +1,6 @@
 //! The transition between two stages: normalise, then halve the resolution.
 
-use super::norm::channels_first;
+use super::norm::{channels_first, patch_conv};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig};
@@ -38,6 +38,6 @@ impl<B: Backend> Downsample<B> {
 
     /// `[batch, in, height, width]` -> `[batch, out, height / stride, width / stride]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.conv.forward(channels_first(&self.norm, self.eps, x))
+        patch_conv(&self.conv, channels_first(&self.norm, self.eps, x))
     }
 }

@@ -1,6 +1,9 @@
 //! The stem: non-overlapping patches embedded by a strided convolution, then normalised.
 
-use super::{config::ConvNextConfig, norm::channels_first};
+use super::{
+    config::ConvNextConfig,
+    norm::{channels_first, patch_conv},
+};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig};
@@ -39,7 +42,7 @@ impl<B: Backend> Embeddings<B> {
         channels_first(
             &self.layernorm,
             self.eps,
-            self.patch_embeddings.forward(pixels),
+            patch_conv(&self.patch_embeddings, pixels),
         )
     }
 }

@@ -8,6 +8,7 @@
 //! matrix products `weight^T [out, in] x map [in, height * width]`: the same arithmetic
 //! with every tensor kept contiguous in NCHW.
 
+use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{backend::Backend, Tensor};
 
@@ -99,6 +100,71 @@ pub fn pointwise_composed<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Te
         Some(bias) => y + per_sample(bias.val(), batch),
         None => y,
     }
+}
+
+/// A convolution whose kernel equals its stride (no padding, dilation or groups): the
+/// ConvNeXt stem's `4 x 4 / 4` patchify and the `2 x 2 / 2` downsampling layers.
+///
+/// Its windows do not overlap, so it is a rearrangement followed by a pointwise layer:
+/// each `k x k` patch of every input channel becomes one column of
+/// `[batch, channels * k * k, patches]` (a reshape and a permute), and the pointwise
+/// kernel multiplies that by the weight seen as `[channels * k * k, out]`. Burn's
+/// convolution gradient on Flex walks these small kernels with a strided iterator
+/// (about a tenth of the default job's training step in `perf`, BENCHMARKS.md); here
+/// the backward pass is the pointwise kernel's plus the inverse permute, one copy.
+///
+/// On other backends, in inference on Flex for kernels larger than 1x1, and for any
+/// other convolution, this is `conv.forward(x)`.
+pub fn patch_conv<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    #[cfg(feature = "flex-kernels")]
+    if let Some(out) = patch_conv_pointwise(conv, x.clone()) {
+        return out;
+    }
+    conv.forward(x)
+}
+
+/// [`patch_conv`] as a rearrangement and the pointwise kernel; `None` where that does
+/// not apply (another backend, overlapping or padded windows, a map whose sides are
+/// not multiples of the kernel, no bias).
+#[cfg(feature = "flex-kernels")]
+fn patch_conv_pointwise<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Option<Tensor<B, 4>> {
+    let [kh, kw] = conv.kernel_size;
+    let [batch, channels, height, width] = x.dims();
+    let [out, weight_in, ..] = conv.weight.dims();
+    // Inference on Flex keeps its own convolution for real patches: measured, the
+    // rearrangement cost more there than it saved (BENCHMARKS.md).
+    let backend = crate::kernels::flex_types::is_autodiff_flex::<B>()
+        || (crate::kernels::flex_types::is_flex::<B>() && [kh, kw] == [1, 1]);
+    let plain = backend
+        && x.dtype() == burn::tensor::DType::F32
+        && conv.stride == conv.kernel_size
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+        && weight_in == channels
+        && matches!(
+            conv.padding,
+            burn::nn::PaddingConfig2d::Valid | burn::nn::PaddingConfig2d::Explicit(0, 0, 0, 0)
+        )
+        && height % kh == 0
+        && width % kw == 0;
+    if !plain {
+        return None;
+    }
+    let (rows, cols) = (height / kh, width / kw);
+    // [n, c, rows, kh, cols, kw] -> [n, c, kh, kw, rows, cols]: channel-major patch
+    // entries, the order of the weight's [out, c, kh, kw].
+    let patches = x
+        .reshape([batch, channels, rows, kh, cols, kw])
+        .permute([0, 1, 3, 5, 2, 4])
+        .reshape([batch, channels * kh * kw, rows * cols]);
+    let weight = conv
+        .weight
+        .val()
+        .reshape([out, channels * kh * kw])
+        .transpose();
+    let bias = conv.bias.as_ref()?.val();
+    let y = crate::kernels::pointwise::try_fast_with(weight, bias, patches)?;
+    Some(y.reshape([batch, out, rows, cols]))
 }
 
 #[cfg(test)]

@@ -11,22 +11,33 @@ pub mod pointwise;
 
 /// What both kernels need to reach Flex's own tensors from a generic `B: Backend`.
 #[cfg(feature = "flex-kernels")]
-mod flex_types {
+pub(crate) mod flex_types {
     use burn::backend::{Autodiff, Flex};
-    use burn::tensor::backend::BackendTypes;
-    use std::any::Any;
+    use burn::tensor::backend::{Backend, BackendTypes};
+    use std::any::{Any, TypeId};
 
     /// The CPU training backend the kernels' backward steps are written for.
     pub(crate) type Ad = Autodiff<Flex>;
     pub(crate) type AdTensor = <Ad as BackendTypes>::FloatTensorPrimitive;
 
-    /// Moves a value between two names of one type (the caller has compared their
-    /// `TypeId`s); `None` if they differ.
+    /// Whether `B` is Flex or `Autodiff<Flex>`, the backends the kernels run on.
+    pub(crate) fn is_flex<B: Backend>() -> bool {
+        let id = TypeId::of::<B>();
+        id == TypeId::of::<Flex>() || id == TypeId::of::<Ad>()
+    }
+
+    /// Whether `B` is `Autodiff<Flex>`, the CPU training backend.
+    pub(crate) fn is_autodiff_flex<B: Backend>() -> bool {
+        TypeId::of::<B>() == TypeId::of::<Ad>()
+    }
+
     /// A contiguous f32 Flex tensor of shape `dims` holding `values`.
     pub(crate) fn flex_tensor(values: Vec<f32>, dims: Vec<usize>) -> burn_flex::FlexTensor {
         burn_flex::FlexTensor::from_data(burn::tensor::TensorData::new(values, dims))
     }
 
+    /// Moves a value between two names of one type (the caller has compared their
+    /// `TypeId`s); `None` if they differ.
     pub(crate) fn same<T: 'static, U: 'static>(value: T) -> Option<U> {
         (Box::new(value) as Box<dyn Any>)
             .downcast::<U>()

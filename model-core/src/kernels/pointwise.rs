@@ -256,7 +256,7 @@ pub fn pointwise_backward(
     (dx, dw, db)
 }
 
-pub(crate) use flex::try_fast;
+pub(crate) use flex::{try_fast, try_fast_with};
 
 mod flex {
     use super::{pointwise_backward, pointwise_forward, PointwiseShape};
@@ -280,13 +280,22 @@ mod flex {
         linear: &Linear<B>,
         x: Tensor<B, 3>,
     ) -> Option<Tensor<B, 3>> {
+        try_fast_with(linear.weight.val(), linear.bias.as_ref()?.val(), x)
+    }
+
+    /// [`try_fast`] with the weight (`[in, out]`) and bias given as tensors.
+    pub(crate) fn try_fast_with<B: Backend>(
+        weight: Tensor<B, 2>,
+        bias: Tensor<B, 1>,
+        x: Tensor<B, 3>,
+    ) -> Option<Tensor<B, 3>> {
         let id = TypeId::of::<B>();
         if (id != TypeId::of::<Flex>() && id != TypeId::of::<Ad>()) || x.dtype() != DType::F32 {
             return None;
         }
         let [batch, inputs, positions] = x.dims();
-        let [weight_in, outputs] = linear.weight.dims();
-        if weight_in != inputs {
+        let [weight_in, outputs] = weight.dims();
+        if weight_in != inputs || bias.dims()[0] != outputs {
             return None;
         }
         let shape = PointwiseShape {
@@ -295,8 +304,8 @@ mod flex {
             outputs,
             positions,
         };
-        let bias = linear.bias.as_ref()?.val().into_primitive().tensor();
-        let weight = linear.weight.val().into_primitive().tensor();
+        let bias = bias.into_primitive().tensor();
+        let weight = weight.into_primitive().tensor();
         let x = x.into_primitive().tensor();
         let out: B::FloatTensorPrimitive = if id == TypeId::of::<Flex>() {
             same(forward_flex(&same(x)?, &same(weight)?, &same(bias)?, shape))?
