@@ -219,6 +219,11 @@ pub fn train_shared<B: AutodiffBackend>(
         .iter()
         .map(|d| stage_rows(&d.train, Stage::PhaseOne, cfg.phase1_rows))
         .collect();
+    if rows.iter().all(Vec::is_empty) && state.epochs_done < epochs {
+        // Each category then starts from its own fresh weights, as without the stage.
+        println!("shared stage: no training row has the labels phase one needs; skipped");
+        state.epochs_done = epochs;
+    }
     while state.epochs_done < epochs {
         let epoch = state.epochs_done;
         let epoch_seed = derive_seed(cfg.seed, &[0x5A4ED, epoch as u64]);
