@@ -266,6 +266,34 @@ fn synth_train_evaluate_predict_export() {
     assert!(size(&f16) * 10 < size(&web) * 6, "f16 is about half of f32");
 }
 
+/// Starts `trainer` with `args` and kills it once `state` records a finished first
+/// epoch (or lets it be if it ends first).
+fn kill_after_first_epoch(args: &[&str], state: &Path) {
+    let mut child = std::process::Command::new(trainer_bin())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while std::fs::read_to_string(state)
+        .map(|s| !s.contains("\"epochs_done\": 1"))
+        .unwrap_or(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint in {} within 300 s",
+            state.display()
+        );
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn resume_after_a_kill_gives_the_uninterrupted_result() {
     let tmp = TempDir::new("resume");
@@ -278,30 +306,7 @@ fn resume_after_a_kill_gives_the_uninterrupted_result() {
     // Killed once its first epoch checkpoint is on disk, then resumed.
     let killed = root.join("killed");
     let args = tiny_train_args(&data, &killed, "3", "1");
-    let mut child = std::process::Command::new(trainer_bin())
-        .args(&args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let state = killed.join("men-tshirts/state.json");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while !state.exists()
-        || std::fs::read_to_string(&state)
-            .map(|s| !s.contains("\"epochs_done\": 1"))
-            .unwrap_or(true)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint within 300 s"
-        );
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    kill_after_first_epoch(&args, &killed.join("men-tshirts/state.json"));
     let mut resume = args.clone();
     resume.push("--resume");
     trainer_ok(&resume);
@@ -410,30 +415,8 @@ fn shared_stage_trains_one_backbone_and_resumes_to_the_same_result() {
     // Killed after the stage's first epoch, then resumed: the same weights.
     let killed = root.join("killed");
     let args = with_shared(&killed);
-    let mut child = std::process::Command::new(trainer_bin())
-        .args(&args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let state = killed.join("shared/state.json");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while std::fs::read_to_string(&state)
-        .map(|s| !s.contains("\"epochs_done\": 1"))
-        .unwrap_or(true)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no shared checkpoint within 300 s"
-        );
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
     let mut resume: Vec<&str> = args.iter().map(String::as_str).collect();
+    kill_after_first_epoch(&resume, &killed.join("shared/state.json"));
     resume.push("--resume");
     trainer_ok(&resume);
     for slug in ["men-tshirts", "kurtis"] {

@@ -193,7 +193,6 @@ pub fn train_category<B: AutodiffBackend>(
     let model_config =
         GarmentModelConfig::for_category(cfg.backbone.clone(), cfg.head.clone(), data.spec);
     let stages = stages(cfg);
-    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
     let mut optim = optimizer_config(cfg).init::<B, GarmentModel<B>>();
 
     let state_path = paths.state(name);
@@ -220,14 +219,7 @@ pub fn train_category<B: AutodiffBackend>(
         let model = load_checkpoint(model_config.init::<B>(device), &paths.last(name), device)?;
         let best = load_weights(model_config.init::<B>(device), &paths.best(name))?;
         if state.epochs_done > 0 {
-            let bytes = read(&paths.optimizer(name))?;
-            let record = recorder.load(bytes, device).with_context(|| {
-                format!(
-                    "{}: not an optimizer checkpoint",
-                    paths.optimizer(name).display()
-                )
-            })?;
-            optim = optim.load_record(record);
+            optim = load_optimizer(optim, &paths.optimizer(name), device)?;
         }
         println!(
             "{name}: resuming at {} epoch {}",
@@ -347,10 +339,7 @@ pub fn train_category<B: AutodiffBackend>(
             // state last so that it never points at files not yet written.
             save_checkpoint(&model, &paths.last(name))?;
             save_weights(&best, &paths.best(name))?;
-            let bytes = recorder
-                .record(optim.to_record(), ())
-                .context("serialising the optimizer")?;
-            write_atomic(&paths.optimizer(name), &bytes)?;
+            save_optimizer(&optim, &paths.optimizer(name))?;
             write_json(&state_path, &state)?;
             let images = rows.len() as f64;
             let log = EpochLog {
@@ -391,22 +380,44 @@ pub fn train_category<B: AutodiffBackend>(
 /// The weights after an epoch, in Burn's own record format: unlike the safetensors
 /// files it keeps each parameter's id, which the optimizer's saved state is keyed by,
 /// so a resumed run continues with the same AdamW moments.
-fn save_checkpoint<B: Backend>(model: &GarmentModel<B>, path: &std::path::Path) -> Result<()> {
+fn save_checkpoint<B: Backend, M: Module<B>>(model: &M, path: &std::path::Path) -> Result<()> {
     let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
     let bytes = Recorder::<B>::record(&recorder, model.clone().into_record(), ())
         .context("serialising the model")?;
     write_atomic(path, &bytes)
 }
 
-fn load_checkpoint<B: Backend>(
-    model: GarmentModel<B>,
+fn load_checkpoint<B: Backend, M: Module<B>>(
+    model: M,
     path: &std::path::Path,
     device: &B::Device,
-) -> Result<GarmentModel<B>> {
+) -> Result<M> {
     let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
     let record = Recorder::<B>::load(&recorder, read(path)?, device)
         .with_context(|| format!("{}: not a checkpoint of this network", path.display()))?;
     Ok(model.load_record(record))
+}
+
+/// The optimizer's state (AdamW's moments, keyed by parameter id), written atomically.
+fn save_optimizer<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(
+    optim: &O,
+    path: &std::path::Path,
+) -> Result<()> {
+    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+    let bytes = Recorder::<B>::record(&recorder, optim.to_record(), ())
+        .context("serialising the optimizer")?;
+    write_atomic(path, &bytes)
+}
+
+fn load_optimizer<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(
+    optim: O,
+    path: &std::path::Path,
+    device: &B::Device,
+) -> Result<O> {
+    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+    let record = Recorder::<B>::load(&recorder, read(path)?, device)
+        .with_context(|| format!("{}: not an optimizer checkpoint", path.display()))?;
+    Ok(optim.load_record(record))
 }
 
 fn save_weights<B: Backend>(model: &GarmentModel<B>, path: &std::path::Path) -> Result<()> {

@@ -17,16 +17,16 @@
 use super::config::RunPaths;
 use super::plateau::Plateau;
 use super::{
-    append_log, heads_loss, optimizer_config, progress_bar, stage_rows, step_lr, validate,
-    CategoryData, Context, EpochLog, Example, Stage,
+    append_log, heads_loss, load_checkpoint, load_optimizer, optimizer_config, progress_bar,
+    save_checkpoint, save_optimizer, stage_rows, step_lr, validate, CategoryData, Context,
+    EpochLog, Example, Stage,
 };
-use crate::fsutil::{read, read_json, write_atomic, write_json};
+use crate::fsutil::{read_json, write_atomic, write_json};
 use crate::rng::{derive_seed, Rng};
 use crate::train::batch::{pixel_data, prefetched, EpochAugment};
 use anyhow::{bail, Context as _, Result};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, Optimizer};
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use model_core::convnext::ConvNext;
@@ -133,7 +133,6 @@ pub fn train_shared<B: AutodiffBackend>(
     let epochs = cfg.shared_epochs;
     let paths = SharedPaths::new(ctx.paths);
     let names: Vec<String> = data.iter().map(|d| d.spec.name.clone()).collect();
-    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
     let configs: Vec<GarmentModelConfig> = data
         .iter()
         .map(|d| GarmentModelConfig::for_category(cfg.backbone.clone(), cfg.head.clone(), d.spec))
@@ -184,22 +183,8 @@ pub fn train_shared<B: AutodiffBackend>(
         }
         let mut model = fresh()?;
         if state.epochs_done > 0 {
-            let record = Recorder::<B>::load(&recorder, read(&paths.last())?, device)
-                .with_context(|| {
-                    format!(
-                        "{}: not a checkpoint of this network",
-                        paths.last().display()
-                    )
-                })?;
-            model = model.load_record(record);
-            let bytes = read(&paths.optimizer())?;
-            let record = recorder.load(bytes, device).with_context(|| {
-                format!(
-                    "{}: not an optimizer checkpoint",
-                    paths.optimizer().display()
-                )
-            })?;
-            optim = optim.load_record(record);
+            model = load_checkpoint(model, &paths.last(), device)?;
+            optim = load_optimizer(optim, &paths.optimizer(), device)?;
             println!("shared stage: resuming at epoch {}", state.epochs_done + 1);
         }
         (model, state)
@@ -264,13 +249,8 @@ pub fn train_shared<B: AutodiffBackend>(
         }
         state.epochs_done += 1;
         // Weights, optimizer, then the state that points at them; each atomically.
-        let bytes = Recorder::<B>::record(&recorder, model.clone().into_record(), ())
-            .context("serialising the shared model")?;
-        write_atomic(&paths.last(), &bytes)?;
-        let bytes = recorder
-            .record(optim.to_record(), ())
-            .context("serialising the optimizer")?;
-        write_atomic(&paths.optimizer(), &bytes)?;
+        save_checkpoint(&model, &paths.last())?;
+        save_optimizer(&optim, &paths.optimizer())?;
         write_json(&paths.state(), &state)?;
         for (score, &loss) in scores.iter().zip(&losses) {
             append_log(
