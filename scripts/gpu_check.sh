@@ -15,7 +15,9 @@
 #     variant that finished warming, then PyTorch eager on the same shapes;
 #  3. trains for a few hundred steps on synthetic data at 384 px with the variant whose
 #     training step was fastest, then evaluates and predicts on the GPU;
-#  4. with what time is left, 512 px for the fastest variant and for PyTorch.
+#  4. with what time is left, 512 px for the fastest variant and for PyTorch;
+#  5. if Nsight Compute (ncu) is there and time is left, the GPU time of each kernel of
+#     the fastest variant's training step.
 # Everything it prints also goes to $OUT/gpu_check.log; the measurements as JSON lines to
 # $OUT/burn.jsonl and $OUT/torch.jsonl, the 384 px run's log to $OUT/base384_train_log.jsonl.
 set -uo pipefail
@@ -43,6 +45,12 @@ within() {
 
 stamp "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+# GPU memory in use, sampled every 200 ms for the whole script; gpu_peak reports the
+# highest sample since a mark (one process runs at a time in steps 2 and 4).
+nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$OUT/gpu_mem.csv" 2>/dev/null &
+SMI=$!
+gpu_mark() { wc -l < "$OUT/gpu_mem.csv"; }
+gpu_peak() { awk -v from="$1" 'NR > from && $1 + 0 > m { m = $1 + 0 } END { print "peak GPU memory: " m + 0 " MiB" }' "$OUT/gpu_mem.csv"; }
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, 'cuda', torch.version.cuda)"
 "$BIN" --version
 nproc
@@ -50,11 +58,14 @@ nproc
 # Variant name -> environment. Each runs in /tmp/v-NAME, outside any Cargo project, so
 # CubeCL's autotune cache (if any) goes to $XDG_CACHE_HOME/cubecl and the trainer's
 # kernel cache to $XDG_CACHE_HOME/garment-tagger/kernels: nothing is shared between them.
-VARIANTS=(fused unfused)
+# fused-stockpatch: fusion on, but Burn's own stem and downsampling convolutions
+# (TRAINER_PATCH_CONV=stock) instead of model-core's matrix products, to time that change.
+VARIANTS=(fused unfused fused-stockpatch)
 venv() {
-  local fusion=1
+  local fusion=1 patch=matmul
   case $1 in unfused*) fusion=0 ;; esac
-  echo "TRAINER_CUDA_FUSION=$fusion XDG_CACHE_HOME=/tmp/v-$1/cache"
+  case $1 in *stockpatch*) patch=stock ;; esac
+  echo "TRAINER_CUDA_FUSION=$fusion TRAINER_PATCH_CONV=$patch XDG_CACHE_HOME=/tmp/v-$1/cache"
 }
 # in_variant NAME CAP ARGS...: the trainer in that variant's folder and environment.
 in_variant() {
@@ -104,19 +115,22 @@ timed() {
   for v in "$@"; do
     [ -f "/tmp/v-$v/warm" ] || continue
     for mode in "" --train; do
+      m=$(gpu_mark)
       r=$(in_variant "$v" 60 bench "${SHAPE[@]}" $mode --warmup 2 --seconds 4 --json 2>"$TMP/err" | tail -n 1)
-      echo "[$v] ${r:-no result}"
+      echo "[$v] ${r:-no result}; $(gpu_peak "$m")"
       cat "$TMP/err"
       [ -n "$r" ] && echo "{\"variant\":\"$v\",\"result\":$r}" >> "$OUT/burn.jsonl"
     done
   done
 }
 stamp "2. timed, one process at a time, from each variant's caches"
-timed fused unfused
+timed "${VARIANTS[@]}"
 stamp "pytorch eager, 384 px, batch 16"
 for mode in "" --train; do
+  m=$(gpu_mark)
   within 60 python3 "$REPO/scripts/torch_reference.py" --image-size 384 --batch-size 16 --seconds 4 $mode \
     | tee -a "$OUT/torch.jsonl"
+  gpu_peak "$m"
 done
 
 # The variant with the fastest timed training step.
@@ -152,16 +166,48 @@ if [ -n "$BEST" ]; then
 
   stamp "4. 512 px, batch 16 ($BEST, then pytorch)"
   for mode in "" --train; do
+    m=$(gpu_mark)
     r=$(in_variant "$BEST" 120 bench --backbone base --image-size 512 --batch-size 16 --device cuda $mode \
       --warmup 2 --seconds 4 --json 2>"$TMP/err" | tail -n 1)
-    echo "[$BEST 512] ${r:-no result}"
+    echo "[$BEST 512] ${r:-no result}; $(gpu_peak "$m")"
     cat "$TMP/err"
     [ -n "$r" ] && echo "{\"variant\":\"$BEST\",\"result\":$r}" >> "$OUT/burn.jsonl"
   done
   for mode in "" --train; do
+    m=$(gpu_mark)
     within 60 python3 "$REPO/scripts/torch_reference.py" --image-size 512 --batch-size 16 --seconds 4 $mode \
       | tee -a "$OUT/torch.jsonl"
+    gpu_peak "$m"
   done
 fi
-kill "$SYNTH" 2>/dev/null
+# 5. Where the fastest variant's training step spends its GPU time: every kernel's
+# duration under Nsight Compute for the first launches (about two steps at 384 px),
+# summed by kernel name.
+NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -n 1)
+if [ -n "$BEST" ] && [ -n "$NCU" ] && [ "$(left)" -gt 110 ]; then
+  stamp "5. kernel times of a training step, ncu ($BEST)"
+  (cd "/tmp/v-$BEST" && within 100 env $(venv "$BEST") "$NCU" --metrics gpu__time_duration.sum --csv \
+    --launch-count 6000 --log-file "$TMP/ncu.csv" "$BIN" bench "${SHAPE[@]}" --train --warmup 1 --seconds 0 \
+    --json > /dev/null 2>&1)
+  python3 - "$TMP/ncu.csv" <<'EOF'
+import collections, csv, re, sys
+header, total, count = None, collections.Counter(), collections.Counter()
+try:
+    for row in csv.reader(open(sys.argv[1])):
+        if row and row[0] == "ID":
+            header = row
+        elif header and len(row) == len(header):
+            r = dict(zip(header, row))
+            name = re.sub(r"_\d+$", "", r["Kernel Name"])[:70]
+            total[name] += float(r["Metric Value"].replace(",", ""))
+            count[name] += 1
+except OSError as e:
+    print("no ncu output:", e)
+all_ns = sum(total.values()) or 1.0
+print(f"{sum(count.values())} launches, {all_ns / 1e6:.1f} ms of kernel time")
+for name, ns in total.most_common(12):
+    print(f"{ns / 1e6:9.2f} ms {100 * ns / all_ns:5.1f} % {count[name]:5d}  {name}")
+EOF
+fi
+kill "$SYNTH" "$SMI" 2>/dev/null
 stamp "done"

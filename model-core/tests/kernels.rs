@@ -383,7 +383,7 @@ fn fused_pointwise_matches_composed_values_and_gradients() {
 
 #[test]
 fn patch_conv_matches_stock_conv_values_and_gradients() {
-    use model_core::convnext::norm::patch_conv;
+    use model_core::convnext::norm::{patch_conv, patch_conv_composed};
     let device = Default::default();
     // [batch, channels in, channels out, kernel (= stride), height, width]; the last
     // case's sides are not multiples of the kernel, so it takes the stock path.
@@ -415,13 +415,17 @@ fn patch_conv_matches_stock_conv_values_and_gradients() {
         let x = Tensor::<Flex, 4>::random([n, c, h, w], Distribution::Normal(0.2, 1.5), &device);
         let (ho, wo) = (h / k, w / k);
         let upstream = Tensor::<Flex, 4>::random([n, co, ho, wo], Distribution::Default, &device);
-        let run = |ours: bool| {
+        // 0: stock convolution; 1: `patch_conv` (the pointwise kernel here);
+        // 2: `patch_conv_composed` (what the GPU backends run), or stock where the
+        // layer is not a patch convolution.
+        let run = |path: u8| {
             let conv = conv.clone();
             let xa = Tensor::<B, 4>::from_inner(x.clone()).require_grad();
-            let y = if ours {
-                patch_conv(&conv, xa.clone())
-            } else {
-                conv.forward(xa.clone())
+            let y = match path {
+                0 => conv.forward(xa.clone()),
+                1 => patch_conv(&conv, xa.clone()),
+                _ => patch_conv_composed(&conv, xa.clone())
+                    .unwrap_or_else(|| conv.forward(xa.clone())),
             };
             let grads = (y.clone() * Tensor::from_inner(upstream.clone()))
                 .sum()
@@ -436,13 +440,29 @@ fn patch_conv_matches_stock_conv_values_and_gradients() {
                     .expect("bias has a gradient"),
             )
         };
-        let (y, dx, dw, db) = run(true);
-        let (y_ref, dx_ref, dw_ref, db_ref) = run(false);
-        assert_close(&case, "outputs", y, y_ref.clone());
-        assert_close(&case, "input gradients", dx, dx_ref);
-        assert_close(&case, "weight gradients", dw, dw_ref);
-        assert_close(&case, "bias gradients", db, db_ref);
+        let (y_ref, dx_ref, dw_ref, db_ref) = run(0);
+        for (path, name) in [(1, "patch_conv"), (2, "patch_conv_composed")] {
+            let (y, dx, dw, db) = run(path);
+            let case = format!("{case}, {name}");
+            assert_close(&case, "outputs", y, y_ref.clone());
+            assert_close(&case, "input gradients", dx, dx_ref.clone());
+            assert_close(&case, "weight gradients", dw, dw_ref.clone());
+            assert_close(&case, "bias gradients", db, db_ref.clone());
+        }
         let plain: Conv2d<Flex> = conv.valid();
-        assert_close(&case, "Flex outputs", patch_conv(&plain, x.clone()), y_ref);
+        assert_close(
+            &case,
+            "Flex outputs",
+            patch_conv(&plain, x.clone()),
+            y_ref.clone(),
+        );
+        if let Some(y) = patch_conv_composed(&plain, x.clone()) {
+            assert_close(&case, "Flex composed outputs", y, y_ref);
+        } else {
+            assert!(
+                h % k != 0 || w % k != 0,
+                "{case}: composed path refused a patch layer"
+            );
+        }
     }
 }

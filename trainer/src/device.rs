@@ -212,13 +212,20 @@ pub trait BackendTask {
     fn run<B: AutodiffBackend>(self, device: B::Device, chosen: &Chosen) -> Self::Output;
 }
 
-/// Gives training on the GPU backend `I` model-core's backward pass for grouped
-/// convolutions (the stock one runs group by group: BENCHMARKS.md, "CUDA"), unless
-/// `TRAINER_GROUPED_CONV=stock` asks for Burn's own, to compare the two.
+/// Gives the GPU backend `I` model-core's ways around two slow stock paths
+/// (BENCHMARKS.md, "CUDA"), each unless its variable asks for Burn's own, to compare:
+/// - training: the backward pass for grouped convolutions (the stock one runs group by
+///   group), `TRAINER_GROUPED_CONV=stock` for the stock one;
+/// - training and inference: the stem and downsampling convolutions (kernel = stride)
+///   as matrix products, `TRAINER_PATCH_CONV=stock` for the stock convolutions.
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 fn gpu_kernels<I: burn::tensor::backend::Backend>() {
     if std::env::var("TRAINER_GROUPED_CONV").as_deref() != Ok("stock") {
         model_core::kernels::conv::gpu::use_for::<I>();
+    }
+    if std::env::var("TRAINER_PATCH_CONV").as_deref() != Ok("stock") {
+        model_core::convnext::norm::patch_conv_as_matmul_on::<I>();
+        model_core::convnext::norm::patch_conv_as_matmul_on::<Autodiff<I>>();
     }
 }
 

@@ -107,36 +107,60 @@ pub fn pointwise_composed<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Te
 ///
 /// Its windows do not overlap, so it is a rearrangement followed by a pointwise layer:
 /// each `k x k` patch of every input channel becomes one column of
-/// `[batch, channels * k * k, patches]` (a reshape and a permute), and the pointwise
-/// kernel multiplies that by the weight seen as `[channels * k * k, out]`. Burn's
-/// convolution gradient on Flex walks these small kernels with a strided iterator
-/// (about a tenth of the default job's training step in `perf`, BENCHMARKS.md); here
-/// the backward pass is the pointwise kernel's plus the inverse permute, one copy.
+/// `[batch, channels * k * k, patches]` (a reshape and a permute), and a matrix product
+/// with the weight seen as `[out, channels * k * k]` gives the output.
 ///
-/// On other backends, in inference on Flex for kernels larger than 1x1, and for any
-/// other convolution, this is `conv.forward(x)`.
+/// - On `Autodiff<Flex>` (and on Flex for 1x1 kernels) the product is the pointwise
+///   kernel. Burn's convolution gradient on Flex walks these small kernels with a
+///   strided iterator (about a tenth of the default job's training step in `perf`,
+///   BENCHMARKS.md); here the backward pass is the pointwise kernel's plus the inverse
+///   permute, one copy.
+/// - On a backend named with [`patch_conv_as_matmul_on`] (the trainer names its GPU
+///   backends) it is [`patch_conv_composed`], a batched matrix product. Burn's CUDA
+///   backend runs these layers as direct convolutions, and their gradients as direct
+///   and transposed convolutions with few threads: 10-30 ms each at 384 px, batch 16
+///   (`ncu`, BENCHMARKS.md "CUDA").
+/// - Everywhere else, in inference on Flex for kernels larger than 1x1, and for any
+///   other convolution, this is `conv.forward(x)`.
 pub fn patch_conv<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     #[cfg(feature = "flex-kernels")]
     if let Some(out) = patch_conv_pointwise(conv, x.clone()) {
         return out;
     }
+    if runs_patch_conv_as_matmul::<B>() {
+        if let Some(out) = patch_conv_composed(conv, x.clone()) {
+            return out;
+        }
+    }
     conv.forward(x)
 }
 
-/// [`patch_conv`] as a rearrangement and the pointwise kernel; `None` where that does
-/// not apply (another backend, overlapping or padded windows, a map whose sides are
-/// not multiples of the kernel, no bias).
-#[cfg(feature = "flex-kernels")]
-fn patch_conv_pointwise<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Option<Tensor<B, 4>> {
+/// The backends [`patch_conv`] runs as a matrix product on any device.
+static MATMUL_BACKENDS: std::sync::Mutex<Vec<std::any::TypeId>> = std::sync::Mutex::new(Vec::new());
+
+/// From now on, [`patch_conv`] on backend `B` is [`patch_conv_composed`]. Calling it
+/// again for the same `B` changes nothing.
+pub fn patch_conv_as_matmul_on<B: Backend>() {
+    let id = std::any::TypeId::of::<B>();
+    let mut table = MATMUL_BACKENDS.lock().unwrap_or_else(|e| e.into_inner());
+    if !table.contains(&id) {
+        table.push(id);
+    }
+}
+
+fn runs_patch_conv_as_matmul<B: Backend>() -> bool {
+    let table = MATMUL_BACKENDS.lock().unwrap_or_else(|e| e.into_inner());
+    table.contains(&std::any::TypeId::of::<B>())
+}
+
+/// The `[rows, cols]` of the patch grid when `conv` applied to `x` is a patch
+/// convolution [`patch_conv`] can rearrange (kernel equal to stride, no padding,
+/// dilation or groups, sides multiples of the kernel, f32); `None` otherwise.
+fn patch_grid<B: Backend>(conv: &Conv2d<B>, x: &Tensor<B, 4>) -> Option<[usize; 2]> {
     let [kh, kw] = conv.kernel_size;
-    let [batch, channels, height, width] = x.dims();
-    let [out, weight_in, ..] = conv.weight.dims();
-    // Inference on Flex keeps its own convolution for real patches: measured, the
-    // rearrangement cost more there than it saved (BENCHMARKS.md).
-    let backend = crate::kernels::flex_types::is_autodiff_flex::<B>()
-        || (crate::kernels::flex_types::is_flex::<B>() && [kh, kw] == [1, 1]);
-    let plain = backend
-        && x.dtype() == burn::tensor::DType::F32
+    let [_, channels, height, width] = x.dims();
+    let weight_in = conv.weight.dims()[1];
+    let plain = x.dtype() == burn::tensor::DType::F32
         && conv.stride == conv.kernel_size
         && conv.dilation == [1, 1]
         && conv.groups == 1
@@ -147,21 +171,55 @@ fn patch_conv_pointwise<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Option
         )
         && height % kh == 0
         && width % kw == 0;
-    if !plain {
+    plain.then_some([height / kh, width / kw])
+}
+
+/// The non-overlapping `kh x kw` patches of `x` as the columns of
+/// `[batch, channels * kh * kw, rows * cols]`, each column in the order of a weight's
+/// `[out, channels, kh, kw]`.
+fn patch_columns<B: Backend>(x: Tensor<B, 4>, [kh, kw]: [usize; 2]) -> Tensor<B, 3> {
+    let [batch, channels, height, width] = x.dims();
+    let (rows, cols) = (height / kh, width / kw);
+    // [n, c, rows, kh, cols, kw] -> [n, c, kh, kw, rows, cols]
+    x.reshape([batch, channels, rows, kh, cols, kw])
+        .permute([0, 1, 3, 5, 2, 4])
+        .reshape([batch, channels * kh * kw, rows * cols])
+}
+
+/// [`patch_conv`] as a rearrangement and a batched matrix product written with tensor
+/// operations, for any backend; `None` where the layer is not a patch convolution.
+pub fn patch_conv_composed<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Option<Tensor<B, 4>> {
+    let [rows, cols] = patch_grid(conv, &x)?;
+    let batch = x.dims()[0];
+    let [out, ..] = conv.weight.dims();
+    let patches = patch_columns(x, conv.kernel_size);
+    let entries = patches.dims()[1];
+    let weight = conv.weight.val().reshape([1, out, entries]);
+    let y = weight.matmul(patches);
+    let y = match &conv.bias {
+        Some(bias) => y + per_sample(bias.val(), batch),
+        None => y,
+    };
+    Some(y.reshape([batch, out, rows, cols]))
+}
+
+/// [`patch_conv`] as a rearrangement and the pointwise kernel; `None` where that does
+/// not apply (another backend, not a patch convolution, no bias).
+#[cfg(feature = "flex-kernels")]
+fn patch_conv_pointwise<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Option<Tensor<B, 4>> {
+    // Inference on Flex keeps its own convolution for real patches: measured, the
+    // rearrangement cost more there than it saved (BENCHMARKS.md).
+    let backend = crate::kernels::flex_types::is_autodiff_flex::<B>()
+        || (crate::kernels::flex_types::is_flex::<B>() && conv.kernel_size == [1, 1]);
+    if !backend {
         return None;
     }
-    let (rows, cols) = (height / kh, width / kw);
-    // [n, c, rows, kh, cols, kw] -> [n, c, kh, kw, rows, cols]: channel-major patch
-    // entries, the order of the weight's [out, c, kh, kw].
-    let patches = x
-        .reshape([batch, channels, rows, kh, cols, kw])
-        .permute([0, 1, 3, 5, 2, 4])
-        .reshape([batch, channels * kh * kw, rows * cols]);
-    let weight = conv
-        .weight
-        .val()
-        .reshape([out, channels * kh * kw])
-        .transpose();
+    let [rows, cols] = patch_grid(conv, &x)?;
+    let batch = x.dims()[0];
+    let [out, ..] = conv.weight.dims();
+    let patches = patch_columns(x, conv.kernel_size);
+    let entries = patches.dims()[1];
+    let weight = conv.weight.val().reshape([out, entries]).transpose();
     let bias = conv.bias.as_ref()?.val();
     let y = crate::kernels::pointwise::try_fast_with(weight, bias, patches)?;
     Some(y.reshape([batch, out, rows, cols]))
