@@ -94,6 +94,12 @@ pub struct TrainArgs {
     /// Weight of the MMD domain-adaptation term in phase one [default: 0.1].
     #[arg(long)]
     pub mmd_weight: Option<f64>,
+    /// Logit adjustment TAU: train each head on logits + TAU x ln(class share in the
+    /// training rows), so rare classes are not crowded out of the predictions (the
+    /// score's macro F1 counts every class alike); predictions use the plain logits.
+    /// 0 is the plain cross-entropy [default: 0].
+    #[arg(long)]
+    pub logit_adjust: Option<f64>,
     /// Width of the feature layer and attribute heads [default: 512 with --pretrained, 64 without].
     #[arg(long)]
     pub head_dim: Option<usize>,

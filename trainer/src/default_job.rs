@@ -116,6 +116,7 @@ pub fn train_config(args: TrainArgs) -> Result<(TrainConfig, DeviceChoice, bool,
         weight_decay: 0.05,
         grad_clip: 1.0,
         mmd_weight: args.mmd_weight.unwrap_or(0.1),
+        logit_adjust: args.logit_adjust.unwrap_or(0.0),
         mmd: MmdConfig::default(),
         plateau: PlateauConfig::default(),
         augment: args.augment.config(),
@@ -142,6 +143,12 @@ fn check(config: &TrainConfig) -> Result<()> {
     }
     if config.mmd_weight < 0.0 {
         bail!("--mmd-weight must not be negative");
+    }
+    if !(config.logit_adjust >= 0.0 && config.logit_adjust.is_finite()) {
+        bail!(
+            "--logit-adjust {} must be a number of 0 or more",
+            config.logit_adjust
+        );
     }
     config
         .head
@@ -229,6 +236,7 @@ pub fn default_train_config(data: &Path, synth: &SynthConfig) -> Result<TrainCon
         // nor the shifted test score, and its target batch doubles each step's work; the
         // time buys more epochs instead.
         mmd_weight: 0.0,
+        logit_adjust: 0.0,
         mmd: MmdConfig::default(),
         plateau: PlateauConfig::default(),
         augment: AugmentConfig::default(),

@@ -44,6 +44,11 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     /// Weight of the MMD term in phase one (0 turns it off).
     pub mmd_weight: f64,
+    /// Logit adjustment of the training loss: each head's cross-entropy is taken on
+    /// `logits + tau * ln(prior)`, the priors being the class shares of the category's
+    /// training rows. 0 (runs saved before this option) is the plain loss.
+    #[serde(default)]
+    pub logit_adjust: f64,
     pub mmd: MmdConfig,
     pub plateau: PlateauConfig,
     pub augment: AugmentConfig,

@@ -467,6 +467,7 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
     let mut target = data.target.clone();
     rng.shuffle(&mut target);
     let use_mmd = stage == Stage::PhaseOne && cfg.mmd_weight > 0.0 && !target.is_empty();
+    let offsets = logit_offsets(data.spec, &data.train, cfg.logit_adjust);
     let augment = EpochAugment {
         config: &cfg.augment,
         seed: cfg.seed,
@@ -528,7 +529,7 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
                     None => (model.forward_shared(src), None),
                 };
                 let out = model.forward_heads(features);
-                let mut loss = heads_loss(&out.logits, &examples, device)?;
+                let mut loss = heads_loss(&out.logits, &examples, offsets.as_deref(), device)?;
                 if let Some(target_features) = target_features {
                     let d = mmd(out.pooled, global_average_pool(target_features), &cfg.mmd);
                     loss = loss + d.mul_scalar(cfg.mmd_weight);
@@ -540,7 +541,7 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
                 let frozen = frozen.as_ref().expect("phase two has a frozen copy");
                 let shared = Tensor::<B, 4>::from_inner(frozen.forward_shared(src));
                 let out = model.forward_heads(shared);
-                heads_loss(&out.logits, &examples, device)?
+                heads_loss(&out.logits, &examples, offsets.as_deref(), device)?
             }
         };
         let value: f64 = loss.clone().into_scalar().elem::<f64>();
@@ -589,10 +590,12 @@ fn step_lr(schedule: LrSchedule, rate: f64, step: usize, total: usize) -> f64 {
     }
 }
 
-/// Sum over heads of the cross-entropy on the rows labelled for each head.
+/// Sum over heads of the cross-entropy on the rows labelled for each head, each head's
+/// logits shifted by its row of `offsets` (see [`logit_offsets`]) when given.
 fn heads_loss<B: Backend>(
     logits: &[Tensor<B, 2>],
     examples: &[&Example],
+    offsets: Option<&[Vec<f32>]>,
     device: &B::Device,
 ) -> Result<Tensor<B, 1>> {
     let mut total = Tensor::<B, 1>::zeros([1], device);
@@ -603,9 +606,46 @@ fn heads_loss<B: Backend>(
         }
         let classes = logits.dims()[1];
         let targets = MaskedTargets::from_labels(&labels, classes, device)?;
-        total = total + targets.cross_entropy(logits.clone());
+        let logits = match offsets {
+            Some(offsets) => {
+                let row = Tensor::<B, 1>::from_floats(offsets[a].as_slice(), device);
+                logits.clone() + row.reshape([1, classes])
+            }
+            None => logits.clone(),
+        };
+        total = total + targets.cross_entropy(logits);
     }
     Ok(total)
+}
+
+/// Per attribute, `tau * ln(share)` of each class among `rows`' labels of it: the
+/// logit-adjusted loss (`--logit-adjust`) trains on `logits + offsets`, so the plain
+/// logits learn the evidence beyond how common a class is (Menon et al., 2021,
+/// "Long-tail learning via logit adjustment"). Counts start at one, so a class absent
+/// from the rows gets a finite offset. `None` when `tau` is 0.
+pub fn logit_offsets(spec: &CategorySpec, rows: &[Example], tau: f64) -> Option<Vec<Vec<f32>>> {
+    if tau == 0.0 {
+        return None;
+    }
+    let offsets = spec
+        .class_counts()
+        .iter()
+        .enumerate()
+        .map(|(a, &classes)| {
+            let mut counts = vec![1.0f64; classes];
+            for row in rows {
+                if let Some(c) = row.labels[a] {
+                    counts[c] += 1.0;
+                }
+            }
+            let total: f64 = counts.iter().sum();
+            counts
+                .iter()
+                .map(|n| (tau * (n / total).ln()) as f32)
+                .collect()
+        })
+        .collect();
+    Some(offsets)
 }
 
 fn progress_bar(ctx: &Context<'_>, len: u64, prefix: &str) -> ProgressBar {
@@ -725,6 +765,38 @@ mod tests {
     }
 
     #[test]
+    fn logit_offsets_are_tau_times_log_smoothed_class_shares() {
+        use model_core::taxonomy::AttributeSpec;
+        let attribute = |name: &str, classes: usize| AttributeSpec {
+            name: name.into(),
+            classes: (0..classes).map(|c| format!("c{c}")).collect(),
+        };
+        let spec = CategorySpec {
+            name: "Test".into(),
+            attributes: vec![attribute("a", 3), attribute("b", 2)],
+        };
+        let rows = vec![
+            example(0, &[Some(0), None]),
+            example(1, &[Some(0), Some(1)]),
+            example(2, &[Some(1), None]),
+            example(3, &[None, None]),
+        ];
+        assert!(logit_offsets(&spec, &rows, 0.0).is_none());
+        let offsets = logit_offsets(&spec, &rows, 0.5).expect("tau > 0");
+        // Counts from one: a -> 3, 2, 1 of 6; b -> 1, 2 of 3 (unlabelled rows skipped).
+        let want = [
+            vec![3.0 / 6.0, 2.0 / 6.0, 1.0 / 6.0],
+            vec![1.0 / 3.0, 2.0 / 3.0],
+        ];
+        for (got, want) in offsets.iter().zip(want) {
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - (0.5 * f64::ln(w)) as f32).abs() < 1e-6, "{got:?}");
+            }
+        }
+    }
+
+    #[test]
     fn runs_saved_before_phase1_rows_read_as_the_reference() {
         use clap::Parser;
         let cli = crate::cli::Cli::try_parse_from([
@@ -746,7 +818,9 @@ mod tests {
         let mut json = serde_json::to_value(&config).unwrap();
         assert_eq!(json["phase1_rows"], "labelled");
         json.as_object_mut().unwrap().remove("phase1_rows");
+        json.as_object_mut().unwrap().remove("logit_adjust");
         let old: TrainConfig = serde_json::from_value(json).unwrap();
         assert_eq!(old.phase1_rows, Phase1Rows::Full);
+        assert_eq!(old.logit_adjust, 0.0);
     }
 }

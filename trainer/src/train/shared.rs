@@ -17,9 +17,9 @@
 use super::config::RunPaths;
 use super::plateau::Plateau;
 use super::{
-    append_log, heads_loss, load_checkpoint, load_optimizer, optimizer_config, progress_bar,
-    save_checkpoint, save_optimizer, stage_rows, step_lr, validate, CategoryData, Context,
-    EpochLog, Example, Stage,
+    append_log, heads_loss, load_checkpoint, load_optimizer, logit_offsets, optimizer_config,
+    progress_bar, save_checkpoint, save_optimizer, stage_rows, step_lr, validate, CategoryData,
+    Context, EpochLog, Example, Stage,
 };
 use crate::fsutil::{read_json, write_atomic, write_json};
 use crate::rng::{derive_seed, Rng};
@@ -320,6 +320,10 @@ fn run_shared_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
         epoch: epoch_seed,
     };
     let count = batches.len();
+    let offsets: Vec<Option<Vec<Vec<f32>>>> = data
+        .iter()
+        .map(|d| logit_offsets(d.spec, &d.train, cfg.logit_adjust))
+        .collect();
     let bar = progress_bar(ctx, count as u64, "shared");
     let started = Instant::now();
     let mut loss_sum = 0.0;
@@ -343,7 +347,7 @@ fn run_shared_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
         let mut shared = slot.take().expect("the model is back after every step");
         let model = shared.category(*c);
         let out = model.forward(Tensor::<B, 4>::from_data(pixels, device));
-        let loss = heads_loss(&out.logits, &examples, device)?;
+        let loss = heads_loss(&out.logits, &examples, offsets[*c].as_deref(), device)?;
         let value: f64 = loss.clone().into_scalar().elem::<f64>();
         if !value.is_finite() {
             bail!(
