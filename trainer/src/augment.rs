@@ -68,6 +68,8 @@ pub enum AugmentPreset {
     Standard,
     /// Standard plus zoom-out, light fall-off and blur ([`AugmentConfig::photo_conditions`]).
     Photo,
+    /// No augmentation: every image as it is on disk.
+    None,
 }
 
 impl AugmentPreset {
@@ -75,6 +77,10 @@ impl AugmentPreset {
         match self {
             AugmentPreset::Standard => AugmentConfig::default(),
             AugmentPreset::Photo => AugmentConfig::photo_conditions(),
+            AugmentPreset::None => AugmentConfig {
+                probability: 0.0,
+                ..AugmentConfig::default()
+            },
         }
     }
 }

@@ -87,8 +87,8 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub lr_schedule: Option<crate::train::schedule::LrSchedule>,
     /// Training-image augmentation: standard (flip, zoom-in crop, small rotation,
-    /// brightness, contrast) or photo (standard plus zoom-out, light fall-off and blur,
-    /// for photos taken less carefully than the training ones).
+    /// brightness, contrast), photo (standard plus zoom-out, light fall-off and blur,
+    /// for photos taken less carefully than the training ones) or none.
     #[arg(long, value_enum, default_value_t = crate::augment::AugmentPreset::Standard)]
     pub augment: crate::augment::AugmentPreset,
     /// Weight of the MMD domain-adaptation term in phase one [default: 0.1].

@@ -118,7 +118,7 @@ pub fn pointwise_composed<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Te
 /// - On a backend named with [`patch_conv_as_matmul_on`] (the trainer names its GPU
 ///   backends) it is [`patch_conv_composed`], a batched matrix product. Burn's CUDA
 ///   backend runs these layers as direct convolutions, and their gradients as direct
-///   and transposed convolutions with few threads: 10-30 ms each at 384 px, batch 16
+///   and transposed convolutions with few threads: 7-29 ms each at 384 px, batch 16
 ///   (`ncu`, BENCHMARKS.md "CUDA").
 /// - Everywhere else, in inference on Flex for kernels larger than 1x1, and for any
 ///   other convolution, this is `conv.forward(x)`.

@@ -783,6 +783,7 @@ mod tests {
         ];
         assert!(logit_offsets(&spec, &rows, 0.0).is_none());
         let offsets = logit_offsets(&spec, &rows, 0.5).expect("tau > 0");
+        assert_eq!(offsets.len(), 2, "one row of offsets per attribute");
         // Counts from one: a -> 3, 2, 1 of 6; b -> 1, 2 of 3 (unlabelled rows skipped).
         let want = [
             vec![3.0 / 6.0, 2.0 / 6.0, 1.0 / 6.0],
@@ -794,6 +795,28 @@ mod tests {
                 assert!((g - (0.5 * f64::ln(w)) as f32).abs() < 1e-6, "{got:?}");
             }
         }
+    }
+
+    #[test]
+    fn heads_loss_takes_the_cross_entropy_of_the_shifted_logits() {
+        type B = crate::device::Cpu;
+        let device = Default::default();
+        // One head of three classes, all logits 0; the second row is unlabelled.
+        let logits = vec![Tensor::<B, 2>::zeros([2, 3], &device)];
+        let (first, second) = (example(0, &[Some(0)]), example(1, &[None]));
+        let rows = [&first, &second];
+        let loss = |offsets: Option<&[Vec<f32>]>| -> f32 {
+            heads_loss(&logits, &rows, offsets, &device)
+                .unwrap()
+                .into_scalar()
+                .elem()
+        };
+        // Plain: a uniform softmax, -ln(1/3). Shifted by ln(0.5, 0.25, 0.25): the
+        // softmax is those shares, so class 0 costs -ln(0.5).
+        assert!((loss(None) - 3f32.ln()).abs() < 1e-5, "{}", loss(None));
+        let shift = vec![vec![0.5f32.ln(), 0.25f32.ln(), 0.25f32.ln()]];
+        let shifted = loss(Some(&shift));
+        assert!((shifted - 2f32.ln()).abs() < 1e-5, "{shifted}");
     }
 
     #[test]
