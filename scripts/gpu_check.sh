@@ -7,9 +7,10 @@
 # Burn's CUDA backend compiles its kernels at run time (and, in a build with the
 # trainer's `autotune` feature, every candidate of the big ones), so a fresh process
 # spends a while before its first step finishes. The check therefore
-#  1. warms two variants side by side, each in its own folder with its own kernel
-#     caches: kernel fusion on and off (TRAINER_CUDA_FUSION=0), printing how long each
-#     warm-up iteration took (the start-up cost a job pays);
+#  1. warms three variants side by side, each in its own folder with its own kernel
+#     caches: kernel fusion on and off (TRAINER_CUDA_FUSION=0), and fusion on with
+#     Burn's own stem and downsampling convolutions (TRAINER_PATCH_CONV=stock), printing
+#     how long each warm-up iteration took (the start-up cost a job pays);
 #  2. times, one process at a time and from those caches, inference and a training step
 #     of the same network (base backbone + Men Tshirts heads, 384 px, batch 16) for each
 #     variant that finished warming, then PyTorch eager on the same shapes;
@@ -81,7 +82,7 @@ stamp "synthetic data for step 3, in the background (Men Tshirts is trained)"
   > "$TMP/synth.txt" 2>&1) &
 SYNTH=$!
 
-stamp "1. warm-up, two variants side by side (at most $WARM s)"
+stamp "1. warm-up, three variants side by side (at most $WARM s)"
 DEADLINE=$((SECONDS + WARM))
 PIDS=()
 for v in "${VARIANTS[@]}"; do
