@@ -467,7 +467,10 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
     let mut target = data.target.clone();
     rng.shuffle(&mut target);
     let use_mmd = stage == Stage::PhaseOne && cfg.mmd_weight > 0.0 && !target.is_empty();
-    let offsets = logit_offsets(data.spec, &data.train, cfg.logit_adjust);
+    let offsets = offset_rows::<B>(
+        logit_offsets(data.spec, &data.train, cfg.logit_adjust),
+        device,
+    );
     let augment = EpochAugment {
         config: &cfg.augment,
         seed: cfg.seed,
@@ -591,11 +594,12 @@ fn step_lr(schedule: LrSchedule, rate: f64, step: usize, total: usize) -> f64 {
 }
 
 /// Sum over heads of the cross-entropy on the rows labelled for each head, each head's
-/// logits shifted by its row of `offsets` (see [`logit_offsets`]) when given.
+/// logits shifted by its `[1, classes]` row of `offsets` (see [`logit_offsets`]) when
+/// given.
 fn heads_loss<B: Backend>(
     logits: &[Tensor<B, 2>],
     examples: &[&Example],
-    offsets: Option<&[Vec<f32>]>,
+    offsets: Option<&[Tensor<B, 2>]>,
     device: &B::Device,
 ) -> Result<Tensor<B, 1>> {
     let mut total = Tensor::<B, 1>::zeros([1], device);
@@ -607,15 +611,25 @@ fn heads_loss<B: Backend>(
         let classes = logits.dims()[1];
         let targets = MaskedTargets::from_labels(&labels, classes, device)?;
         let logits = match offsets {
-            Some(offsets) => {
-                let row = Tensor::<B, 1>::from_floats(offsets[a].as_slice(), device);
-                logits.clone() + row.reshape([1, classes])
-            }
+            Some(offsets) => logits.clone() + offsets[a].clone(),
             None => logits.clone(),
         };
         total = total + targets.cross_entropy(logits);
     }
     Ok(total)
+}
+
+/// [`logit_offsets`] as one `[1, classes]` tensor per attribute on `device`, made once
+/// per epoch rather than at every step.
+fn offset_rows<B: Backend>(
+    offsets: Option<Vec<Vec<f32>>>,
+    device: &B::Device,
+) -> Option<Vec<Tensor<B, 2>>> {
+    offsets.map(|rows| {
+        rows.iter()
+            .map(|row| Tensor::<B, 1>::from_floats(row.as_slice(), device).unsqueeze::<2>())
+            .collect()
+    })
 }
 
 /// Per attribute, `tau * ln(share)` of each class among `rows`' labels of it: the
@@ -805,7 +819,7 @@ mod tests {
         let logits = vec![Tensor::<B, 2>::zeros([2, 3], &device)];
         let (first, second) = (example(0, &[Some(0)]), example(1, &[None]));
         let rows = [&first, &second];
-        let loss = |offsets: Option<&[Vec<f32>]>| -> f32 {
+        let loss = |offsets: Option<&[Tensor<B, 2>]>| -> f32 {
             heads_loss(&logits, &rows, offsets, &device)
                 .unwrap()
                 .into_scalar()
@@ -814,7 +828,11 @@ mod tests {
         // Plain: a uniform softmax, -ln(1/3). Shifted by ln(0.5, 0.25, 0.25): the
         // softmax is those shares, so class 0 costs -ln(0.5).
         assert!((loss(None) - 3f32.ln()).abs() < 1e-5, "{}", loss(None));
-        let shift = vec![vec![0.5f32.ln(), 0.25f32.ln(), 0.25f32.ln()]];
+        let shift = offset_rows::<B>(
+            Some(vec![vec![0.5f32.ln(), 0.25f32.ln(), 0.25f32.ln()]]),
+            &device,
+        )
+        .expect("offsets given");
         let shifted = loss(Some(&shift));
         assert!((shifted - 2f32.ln()).abs() < 1e-5, "{shifted}");
     }

@@ -17,9 +17,9 @@
 use super::config::RunPaths;
 use super::plateau::Plateau;
 use super::{
-    append_log, heads_loss, load_checkpoint, load_optimizer, logit_offsets, optimizer_config,
-    progress_bar, save_checkpoint, save_optimizer, stage_rows, step_lr, validate, CategoryData,
-    Context, EpochLog, Example, Stage,
+    append_log, heads_loss, load_checkpoint, load_optimizer, logit_offsets, offset_rows,
+    optimizer_config, progress_bar, save_checkpoint, save_optimizer, stage_rows, step_lr, validate,
+    CategoryData, Context, EpochLog, Example, Stage,
 };
 use crate::fsutil::{read_json, write_atomic, write_json};
 use crate::rng::{derive_seed, Rng};
@@ -320,9 +320,9 @@ fn run_shared_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
         epoch: epoch_seed,
     };
     let count = batches.len();
-    let offsets: Vec<Option<Vec<Vec<f32>>>> = data
+    let offsets: Vec<Option<Vec<Tensor<B, 2>>>> = data
         .iter()
-        .map(|d| logit_offsets(d.spec, &d.train, cfg.logit_adjust))
+        .map(|d| offset_rows::<B>(logit_offsets(d.spec, &d.train, cfg.logit_adjust), device))
         .collect();
     let bar = progress_bar(ctx, count as u64, "shared");
     let started = Instant::now();
