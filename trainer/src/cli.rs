@@ -103,6 +103,18 @@ pub struct TrainArgs {
     /// Width of the feature layer and attribute heads [default: 512 with --pretrained, 64 without].
     #[arg(long)]
     pub head_dim: Option<usize>,
+    /// AdamW's decoupled weight decay [default: 0.05].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Stochastic depth: the chance of skipping the backbone's last block in a training
+    /// step, rising linearly from 0 at the first block [default: 0.1 with --pretrained,
+    /// 0.05 for default-small, 0 for the other from-scratch presets].
+    #[arg(long)]
+    pub drop_path: Option<f64>,
+    /// Dropout after the heads' first hidden layer; the second layer gets half of it
+    /// (the reference's 0.2 and 0.1) [default: 0.2].
+    #[arg(long)]
+    pub head_dropout: Option<f64>,
     /// Where to train: auto tries CUDA, then a hardware wgpu adapter, then the CPU.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,

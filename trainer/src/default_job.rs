@@ -92,16 +92,24 @@ pub fn train_config(args: TrainArgs) -> Result<(TrainConfig, DeviceChoice, bool,
             .map(|s| s.to_string())
             .collect(),
     };
+    let backbone = match args.drop_path {
+        Some(rate) => backbone.with_drop_path_rate(rate),
+        None => backbone,
+    };
+    let mut head = HeadConfig::new().with_head_dim(args.head_dim.unwrap_or(if pretrained {
+        512
+    } else {
+        64
+    }));
+    if let Some(rate) = args.head_dropout {
+        head.classifier_dropout = vec![rate, rate / 2.0];
+    }
     let config = TrainConfig {
         data,
         backbone_name,
         backbone,
         pretrained: args.pretrained.clone(),
-        head: HeadConfig::new().with_head_dim(args.head_dim.unwrap_or(if pretrained {
-            512
-        } else {
-            64
-        })),
+        head,
         image_size: args
             .image_size
             .unwrap_or(if pretrained { 512 } else { 128 }),
@@ -113,7 +121,7 @@ pub fn train_config(args: TrainArgs) -> Result<(TrainConfig, DeviceChoice, bool,
         phase1_rows: args.phase1_rows.unwrap_or_default(),
         lr: args.lr.unwrap_or(if pretrained { 1e-4 } else { 2e-3 }),
         lr_schedule: args.lr_schedule.unwrap_or_default(),
-        weight_decay: 0.05,
+        weight_decay: args.weight_decay.unwrap_or(0.05),
         grad_clip: 1.0,
         mmd_weight: args.mmd_weight.unwrap_or(0.1),
         logit_adjust: args.logit_adjust.unwrap_or(0.0),
@@ -149,6 +157,26 @@ fn check(config: &TrainConfig) -> Result<()> {
             "--logit-adjust {} must be a number of 0 or more",
             config.logit_adjust
         );
+    }
+    if !(config.weight_decay >= 0.0 && config.weight_decay.is_finite()) {
+        bail!(
+            "--weight-decay {} must be a number of 0 or more",
+            config.weight_decay
+        );
+    }
+    if !(0.0..1.0).contains(&config.backbone.drop_path_rate) {
+        bail!(
+            "--drop-path {} must be at least 0 and below 1",
+            config.backbone.drop_path_rate
+        );
+    }
+    if let Some(rate) = config
+        .head
+        .classifier_dropout
+        .iter()
+        .find(|rate| !(0.0..1.0).contains(*rate))
+    {
+        bail!("--head-dropout {rate} must be at least 0 and below 1");
     }
     config
         .head
@@ -370,6 +398,48 @@ mod tests {
             stale_run(None, &config, false).is_some(),
             "unreadable run.json"
         );
+    }
+
+    fn parse_train(extra: &[&str]) -> Result<TrainConfig> {
+        use clap::Parser;
+        let mut argv = vec!["trainer", "train", "--data", "d", "--out", "o"];
+        argv.extend_from_slice(extra);
+        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
+        let Some(crate::cli::Command::Train(args)) = cli.command else {
+            panic!("parsed as another command");
+        };
+        train_config(*args).map(|(config, ..)| config)
+    }
+
+    #[test]
+    fn regularisation_flags_reach_the_config_and_are_checked() {
+        let plain = parse_train(&["--backbone", SMALL_BACKBONE]).unwrap();
+        assert_eq!(plain.weight_decay, 0.05);
+        assert_eq!(plain.backbone.drop_path_rate, 0.05);
+        assert_eq!(plain.head.classifier_dropout, vec![0.2, 0.1]);
+        let set = parse_train(&[
+            "--backbone",
+            SMALL_BACKBONE,
+            "--weight-decay",
+            "0.01",
+            "--drop-path",
+            "0",
+            "--head-dropout",
+            "0.3",
+        ])
+        .unwrap();
+        assert_eq!(set.weight_decay, 0.01);
+        assert_eq!(set.backbone.drop_path_rate, 0.0);
+        assert_eq!(set.head.classifier_dropout, vec![0.3, 0.15]);
+        for (flag, value) in [
+            ("--weight-decay", "-1"),
+            ("--drop-path", "1"),
+            ("--head-dropout", "1.2"),
+        ] {
+            let arg = format!("{flag}={value}");
+            let err = parse_train(&[&arg]).unwrap_err().to_string();
+            assert!(err.contains(flag), "{flag} {value}: {err}");
+        }
     }
 
     #[test]
