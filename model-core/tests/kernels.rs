@@ -259,12 +259,21 @@ fn fused_gelu_matches_stock_gelu_values_and_gradients() {
             grad_diff < 2e-6 * spread,
             "{case}: gradients differ by {grad_diff}"
         );
-        // Inference backend: the same values.
-        let plain = max_diff(gelu(x.clone()), activation::gelu(x.clone()));
+        // Inference backend: the same values, whether the input is shared (a new
+        // buffer) or held by nothing else (computed in its own buffer).
+        let before = x.to_data();
+        let stock = activation::gelu(x.clone());
+        let plain = max_diff(gelu(x.clone()), stock.clone());
         assert!(
             plain < 2e-6 * spread,
             "{case}: Flex values differ by {plain}"
         );
+        let sole = max_diff(gelu(x.clone() * 1.0), stock);
+        assert!(
+            sole < 2e-6 * spread,
+            "{case}: Flex values in place differ by {sole}"
+        );
+        assert_eq!(x.to_data(), before, "{case}: a shared input was written");
     }
 }
 

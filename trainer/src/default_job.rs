@@ -96,11 +96,8 @@ pub fn train_config(args: TrainArgs) -> Result<(TrainConfig, DeviceChoice, bool,
         Some(rate) => backbone.with_drop_path_rate(rate),
         None => backbone,
     };
-    let mut head = HeadConfig::new().with_head_dim(args.head_dim.unwrap_or(if pretrained {
-        512
-    } else {
-        64
-    }));
+    let mut head =
+        HeadConfig::new().with_head_dim(args.head_dim.unwrap_or(if pretrained { 512 } else { 64 }));
     if let Some(rate) = args.head_dropout {
         head.classifier_dropout = vec![rate, rate / 2.0];
     }

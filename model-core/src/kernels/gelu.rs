@@ -26,9 +26,11 @@ use burn::tensor::{activation, backend::Backend, Tensor};
 
 /// GELU, fused on Flex and `Autodiff<Flex>` (see the module documentation).
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    // Checked first so that `x` is handed over, not cloned: a map held only here is
+    // then computed in its own buffer.
     #[cfg(feature = "flex-kernels")]
-    if let Some(out) = flex::try_fast(x.clone()) {
-        return out;
+    if flex::handles(&x) {
+        return flex::try_fast(x).expect("flex::handles checked the backend and dtype");
     }
     activation::gelu(x)
 }
@@ -119,6 +121,22 @@ fn backward_loop(x: &[f32], grad: &[f32], out: &mut [f32]) {
     }
 }
 
+/// The two loops again, each writing over one of its inputs: a map that nothing else
+/// holds needs no new buffer (no allocation, no zeroing, one stream fewer).
+#[inline(always)]
+fn forward_loop_in_place(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = gelu_value(*v);
+    }
+}
+
+#[inline(always)]
+fn backward_loop_in_place(x: &[f32], grad: &mut [f32]) {
+    for (g, &v) in grad.iter_mut().zip(x) {
+        *g *= gelu_slope(v);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     /// # Safety
@@ -133,6 +151,20 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn backward(x: &[f32], grad: &[f32], out: &mut [f32]) {
         super::backward_loop(x, grad, out)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn forward_in_place(x: &mut [f32]) {
+        super::forward_loop_in_place(x)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn backward_in_place(x: &[f32], grad: &mut [f32]) {
+        super::backward_loop_in_place(x, grad)
     }
 }
 
@@ -154,6 +186,24 @@ fn backward_chunk(x: &[f32], grad: &[f32], out: &mut [f32]) {
     backward_loop(x, grad, out)
 }
 
+fn forward_chunk_in_place(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma() {
+        // SAFETY: the CPU was just checked for AVX2 and FMA.
+        return unsafe { avx2::forward_in_place(x) };
+    }
+    forward_loop_in_place(x)
+}
+
+fn backward_chunk_in_place(x: &[f32], grad: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma() {
+        // SAFETY: the CPU was just checked for AVX2 and FMA.
+        return unsafe { avx2::backward_in_place(x, grad) };
+    }
+    backward_loop_in_place(x, grad)
+}
+
 /// Elements per parallel task: large enough to amortise the scheduling.
 #[cfg(feature = "flex-kernels")]
 const CHUNK: usize = 16 * 1024;
@@ -171,6 +221,32 @@ pub fn gelu_forward_slice(x: &[f32], out: &mut [f32]) {
     }
     #[cfg(not(feature = "flex-kernels"))]
     run((out, x));
+}
+
+/// `x[i] = gelu(x[i])`, in parallel chunks.
+pub fn gelu_forward_in_place(x: &mut [f32]) {
+    #[cfg(feature = "flex-kernels")]
+    {
+        use rayon::prelude::*;
+        x.par_chunks_mut(CHUNK).for_each(forward_chunk_in_place);
+    }
+    #[cfg(not(feature = "flex-kernels"))]
+    forward_chunk_in_place(x);
+}
+
+/// `grad[i] *= gelu'(x[i])`, in parallel chunks.
+pub fn gelu_backward_in_place(x: &[f32], grad: &mut [f32]) {
+    assert_eq!(x.len(), grad.len());
+    let run = |(g, i): (&mut [f32], &[f32])| backward_chunk_in_place(i, g);
+    #[cfg(feature = "flex-kernels")]
+    {
+        use rayon::prelude::*;
+        grad.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(run);
+    }
+    #[cfg(not(feature = "flex-kernels"))]
+    run((grad, x));
 }
 
 /// `out[i] = grad[i] * gelu'(x[i])`, in parallel chunks.
@@ -192,7 +268,9 @@ pub fn gelu_backward_slice(x: &[f32], grad: &[f32], out: &mut [f32]) {
 
 #[cfg(feature = "flex-kernels")]
 mod flex {
-    use super::{gelu_backward_slice, gelu_forward_slice};
+    use super::{
+        gelu_backward_in_place, gelu_backward_slice, gelu_forward_in_place, gelu_forward_slice,
+    };
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
@@ -206,17 +284,44 @@ mod flex {
 
     use crate::kernels::flex_types::{same, Ad, AdTensor};
 
-    /// GELU of a Flex tensor as a new contiguous Flex tensor of shape `dims`.
+    /// `x` as a contiguous tensor covering its whole buffer, and whether this handle is
+    /// the buffer's only owner (so it may be written in place). `to_contiguous` hands
+    /// back a shared handle when nothing needs copying, so the original is dropped
+    /// before ownership is checked.
+    fn contiguous_owned(x: FlexTensor) -> (FlexTensor, bool) {
+        let mut c = {
+            let x = x;
+            x.to_contiguous()
+        };
+        let sole = c.try_storage_mut::<f32>().is_some();
+        (c, sole)
+    }
+
+    /// GELU of a Flex tensor (shape `dims`) as a contiguous Flex tensor: computed in the
+    /// input's own buffer when nothing else holds it (in inference the pointwise
+    /// layer's output is used once), into a new one otherwise.
     fn forward_flex(x: FlexTensor, dims: &[usize]) -> FlexTensor {
-        let x = x.to_contiguous();
+        let (mut x, sole) = contiguous_owned(x);
+        if sole {
+            if let Some(values) = x.try_storage_mut::<f32>() {
+                gelu_forward_in_place(values);
+                return x;
+            }
+        }
         let input = x.storage::<f32>();
         let mut out = vec![0.0f32; input.len()];
         gelu_forward_slice(input, &mut out);
         FlexTensor::from_data(TensorData::new(out, dims.to_vec()))
     }
 
+    /// Whether [`try_fast`] takes `x` (an f32 tensor on Flex or `Autodiff<Flex>`).
+    pub(super) fn handles<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
+        let id = TypeId::of::<B>();
+        x.dtype() == DType::F32 && (id == TypeId::of::<Flex>() || id == TypeId::of::<Ad>())
+    }
+
     pub(super) fn try_fast<B: Backend, const D: usize>(x: Tensor<B, D>) -> Option<Tensor<B, D>> {
-        if x.dtype() != DType::F32 {
+        if !handles(&x) {
             return None;
         }
         let dims = x.dims().to_vec();
@@ -253,10 +358,19 @@ mod flex {
             let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
             if let Some(node) = node_x {
                 let x = x.to_contiguous();
-                let g = grad.to_contiguous();
-                let mut out = vec![0.0f32; x.storage::<f32>().len()];
-                gelu_backward_slice(x.storage::<f32>(), g.storage::<f32>(), &mut out);
-                let dx = FlexTensor::from_data(TensorData::new(out, dims));
+                // The incoming gradient is usually held by nothing else: scale it in place.
+                let (mut g, sole) = contiguous_owned(grad);
+                let dx = match g.try_storage_mut::<f32>() {
+                    Some(values) if sole => {
+                        gelu_backward_in_place(x.storage::<f32>(), values);
+                        g
+                    }
+                    _ => {
+                        let mut out = vec![0.0f32; x.storage::<f32>().len()];
+                        gelu_backward_slice(x.storage::<f32>(), g.storage::<f32>(), &mut out);
+                        FlexTensor::from_data(TensorData::new(out, dims))
+                    }
+                };
                 grads.register::<Flex>(node.id, dx);
             }
         }

@@ -130,12 +130,16 @@ pub fn pointwise_forward(
     assert_eq!(x.len(), batch * inputs * positions, "input size");
     assert_eq!(weight.len(), inputs * outputs, "weight size");
     assert_eq!(bias.len(), outputs, "bias size");
-    let mut y = vec![0.0f32; batch * outputs * positions];
+    // Each output row starts as its bias (written once, not zeroed first); the
+    // product accumulates onto it.
+    let mut y: Vec<f32> = Vec::with_capacity(batch * outputs * positions);
+    for _ in 0..batch {
+        for &b in bias {
+            y.extend(std::iter::repeat_n(b, positions));
+        }
+    }
     let slab_in = inputs * positions;
     per_sample(&mut y, outputs * positions, |n, y, parallelism| {
-        for (row, &b) in y.chunks_exact_mut(positions.max(1)).zip(bias) {
-            row.fill(b);
-        }
         product(
             [outputs, positions, inputs],
             y,
