@@ -208,19 +208,24 @@ fn backward_chunk_in_place(x: &[f32], grad: &mut [f32]) {
 #[cfg(feature = "flex-kernels")]
 const CHUNK: usize = 16 * 1024;
 
-/// `out[i] = gelu(x[i])`, in parallel chunks.
-pub fn gelu_forward_slice(x: &[f32], out: &mut [f32]) {
-    assert_eq!(x.len(), out.len());
-    let run = |(o, i): (&mut [f32], &[f32])| forward_chunk(i, o);
+/// `task(dst chunk, src chunk)` over matching chunks of two equally long slices, in
+/// parallel with the Flex kernels.
+fn in_chunks(dst: &mut [f32], src: &[f32], task: impl Fn(&mut [f32], &[f32]) + Sync + Send) {
+    assert_eq!(dst.len(), src.len());
     #[cfg(feature = "flex-kernels")]
     {
         use rayon::prelude::*;
-        out.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(run);
+        dst.par_chunks_mut(CHUNK)
+            .zip(src.par_chunks(CHUNK))
+            .for_each(|(d, s)| task(d, s));
     }
     #[cfg(not(feature = "flex-kernels"))]
-    run((out, x));
+    task(dst, src);
+}
+
+/// `out[i] = gelu(x[i])`, in parallel chunks.
+pub fn gelu_forward_slice(x: &[f32], out: &mut [f32]) {
+    in_chunks(out, x, |o, i| forward_chunk(i, o));
 }
 
 /// `x[i] = gelu(x[i])`, in parallel chunks.
@@ -236,17 +241,7 @@ pub fn gelu_forward_in_place(x: &mut [f32]) {
 
 /// `grad[i] *= gelu'(x[i])`, in parallel chunks.
 pub fn gelu_backward_in_place(x: &[f32], grad: &mut [f32]) {
-    assert_eq!(x.len(), grad.len());
-    let run = |(g, i): (&mut [f32], &[f32])| backward_chunk_in_place(i, g);
-    #[cfg(feature = "flex-kernels")]
-    {
-        use rayon::prelude::*;
-        grad.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(run);
-    }
-    #[cfg(not(feature = "flex-kernels"))]
-    run((grad, x));
+    in_chunks(grad, x, |g, i| backward_chunk_in_place(i, g));
 }
 
 /// `out[i] = grad[i] * gelu'(x[i])`, in parallel chunks.
@@ -284,29 +279,21 @@ mod flex {
 
     use crate::kernels::flex_types::{same, Ad, AdTensor};
 
-    /// `x` as a contiguous tensor covering its whole buffer, and whether this handle is
-    /// the buffer's only owner (so it may be written in place). `to_contiguous` hands
-    /// back a shared handle when nothing needs copying, so the original is dropped
-    /// before ownership is checked.
-    fn contiguous_owned(x: FlexTensor) -> (FlexTensor, bool) {
-        let mut c = {
-            let x = x;
-            x.to_contiguous()
-        };
-        let sole = c.try_storage_mut::<f32>().is_some();
-        (c, sole)
+    /// `x` as a contiguous tensor covering its whole buffer. `to_contiguous` hands back
+    /// a second handle when nothing needs copying; taking `x` by value drops the first
+    /// before the caller asks `try_storage_mut` whether the buffer is its alone.
+    fn into_contiguous(x: FlexTensor) -> FlexTensor {
+        x.to_contiguous()
     }
 
     /// GELU of a Flex tensor (shape `dims`) as a contiguous Flex tensor: computed in the
     /// input's own buffer when nothing else holds it (in inference the pointwise
     /// layer's output is used once), into a new one otherwise.
     fn forward_flex(x: FlexTensor, dims: &[usize]) -> FlexTensor {
-        let (mut x, sole) = contiguous_owned(x);
-        if sole {
-            if let Some(values) = x.try_storage_mut::<f32>() {
-                gelu_forward_in_place(values);
-                return x;
-            }
+        let mut x = into_contiguous(x);
+        if let Some(values) = x.try_storage_mut::<f32>() {
+            gelu_forward_in_place(values);
+            return x;
         }
         let input = x.storage::<f32>();
         let mut out = vec![0.0f32; input.len()];
@@ -359,9 +346,9 @@ mod flex {
             if let Some(node) = node_x {
                 let x = x.to_contiguous();
                 // The incoming gradient is usually held by nothing else: scale it in place.
-                let (mut g, sole) = contiguous_owned(grad);
+                let mut g = into_contiguous(grad);
                 let dx = match g.try_storage_mut::<f32>() {
-                    Some(values) if sole => {
+                    Some(values) => {
                         gelu_backward_in_place(x.storage::<f32>(), values);
                         g
                     }
