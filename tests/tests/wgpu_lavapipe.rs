@@ -123,3 +123,34 @@ fn wgpu_on_lavapipe_trains_and_agrees_with_the_cpu() {
         assert!((p - q).abs() < 1e-3, "{a}={c}: wgpu {p} vs cpu {q}");
     }
 }
+
+/// Choosing a device on a machine without a display must not print libwayland's
+/// "XDG_RUNTIME_DIR is invalid" error (from Mesa's device-select layer, which lavapipe
+/// installs): users read it as a failure.
+#[test]
+fn device_probe_is_quiet_without_a_display() {
+    let layer = Path::new("/usr/share/vulkan/implicit_layer.d/VkLayer_MESA_device_select.json");
+    if !lavapipe_present() || !layer.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have lavapipe and its device-select layer (mesa-vulkan-drivers)"
+        );
+        eprintln!("skipped: no lavapipe or no Mesa device-select layer");
+        return;
+    }
+    let out = std::process::Command::new(trainer_bin())
+        .args(["bench", "--backbone", "atto", "--image-size", "32"])
+        .args(["--batch-size", "1", "--seconds", "0.2", "--device", "auto"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("DISPLAY")
+        .env_remove("NODEVICE_SELECT")
+        .output()
+        .expect("run trainer");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "trainer bench failed:\n{stderr}");
+    assert!(
+        !stderr.contains("XDG_RUNTIME_DIR"),
+        "the device probe printed display noise:\n{stderr}"
+    );
+}

@@ -2,6 +2,7 @@ use clap::Parser;
 
 fn main() {
     tune_allocator();
+    quiet_vulkan_device_select();
     let cli = trainer::cli::Cli::parse();
     if let Err(err) = trainer::cli::run(cli) {
         // One clear line (with its causes) on stderr, and a non-zero exit.
@@ -29,3 +30,23 @@ fn tune_allocator() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
+
+/// On a machine without a display, Mesa's Vulkan device-select layer (installed with
+/// lavapipe) still asks Wayland for the default GPU while wgpu lists adapters, and
+/// libwayland prints "error: XDG_RUNTIME_DIR is invalid or not set" twice: alarming
+/// noise before every `--device auto` run, though nothing is wrong. With no display
+/// there is no default GPU to find, so the layer is switched off through its own
+/// documented variable, unless the user has set it either way.
+#[cfg(target_os = "linux")]
+fn quiet_vulkan_device_select() {
+    let headless = ["WAYLAND_DISPLAY", "DISPLAY"]
+        .iter()
+        .all(|v| std::env::var_os(v).is_none_or(|x| x.is_empty()));
+    if headless && std::env::var_os("NODEVICE_SELECT").is_none() {
+        // Runs before any other thread exists, so changing the environment is safe.
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn quiet_vulkan_device_select() {}
