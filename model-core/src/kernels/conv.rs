@@ -273,12 +273,7 @@ pub fn grouped_conv_weight_grad(
                     padded[row..row + width].copy_from_slice(&x_plane[y * width..(y + 1) * width]);
                 }
                 let w_i = &mut w_out[i * kernel * kernel..(i + 1) * kernel * kernel];
-                for ky in 0..kernel {
-                    for kx in 0..kernel {
-                        let shift = ky * padded_w + kx;
-                        w_i[ky * kernel + kx] += dot(&g_wide, &padded[shift..shift + span]);
-                    }
-                }
+                add_taps(&g_wide, &padded, padded_w, kernel, w_i);
             }
         }
         *b_out = bias;
@@ -306,6 +301,85 @@ pub fn grouped_conv_weight_grad(
 
 /// Dot product with eight independent partial sums, so the compiler can keep them in
 /// vector registers (a single running sum must be added in order).
+/// Adds to `w[ky * kernel + kx]`, for every tap, the dot product of `g` with `padded`
+/// shifted by `(ky, kx)` at row stride `padded_w`.
+fn add_taps(g: &[f32], padded: &[f32], padded_w: usize, kernel: usize, w: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma() {
+        // SAFETY: the CPU was just checked for AVX2 and FMA.
+        return unsafe { avx2::add_taps(g, padded, padded_w, kernel, w) };
+    }
+    add_taps_body(g, padded, padded_w, kernel, w)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn add_taps(
+        g: &[f32],
+        padded: &[f32],
+        padded_w: usize,
+        kernel: usize,
+        w: &mut [f32],
+    ) {
+        super::add_taps_body(g, padded, padded_w, kernel, w)
+    }
+}
+
+/// The usual kernel sizes get a copy with the row of taps unrolled; others take one
+/// dot product per tap.
+#[inline(always)]
+fn add_taps_body(g: &[f32], padded: &[f32], padded_w: usize, kernel: usize, w: &mut [f32]) {
+    match kernel {
+        3 => tap_rows::<3>(g, padded, padded_w, w),
+        5 => tap_rows::<5>(g, padded, padded_w, w),
+        7 => tap_rows::<7>(g, padded, padded_w, w),
+        _ => {
+            let span = g.len();
+            for ky in 0..kernel {
+                for kx in 0..kernel {
+                    let shift = ky * padded_w + kx;
+                    w[ky * kernel + kx] += dot(g, &padded[shift..shift + span]);
+                }
+            }
+        }
+    }
+}
+
+/// One pass over `g` per row of taps: each block of eight gradient values is loaded
+/// once and multiplied with the K shifted input blocks, into K sets of eight lanes.
+/// Every tap sums its lanes and tail exactly as [`dot`] would, so the result does not
+/// depend on which path ran.
+#[inline(always)]
+fn tap_rows<const K: usize>(g: &[f32], padded: &[f32], padded_w: usize, w: &mut [f32]) {
+    let span = g.len();
+    let full = span - span % 8;
+    assert!(w.len() == K * K && padded.len() >= (K - 1) * (padded_w + 1) + span);
+    for ky in 0..K {
+        let row = &padded[ky * padded_w..ky * padded_w + span + K - 1];
+        let mut lanes = [[0.0f32; 8]; K];
+        for j in (0..full).step_by(8) {
+            let gj: &[f32; 8] = g[j..j + 8].try_into().unwrap();
+            for (kx, acc) in lanes.iter_mut().enumerate() {
+                let xj: &[f32; 8] = row[j + kx..j + kx + 8].try_into().unwrap();
+                for l in 0..8 {
+                    acc[l] += gj[l] * xj[l];
+                }
+            }
+        }
+        for (kx, acc) in lanes.iter().enumerate() {
+            let tail: f32 = g[full..]
+                .iter()
+                .zip(&row[full + kx..span + kx])
+                .map(|(p, q)| p * q)
+                .sum();
+            w[ky * K + kx] += acc.iter().sum::<f32>() + tail;
+        }
+    }
+}
+
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let mut lanes = [0.0f32; 8];
