@@ -475,3 +475,54 @@ fn patch_conv_matches_stock_conv_values_and_gradients() {
         }
     }
 }
+
+/// The patch rearrangement's loops against the reshape-permute-reshape they replace
+/// (exactly: nothing is computed), and the gradient's copy as its inverse.
+#[test]
+fn patch_columns_match_the_composed_permute_exactly() {
+    use model_core::kernels::patches::{from_columns, to_columns, PatchShape};
+    let device = Default::default();
+    // [batch, channels, height, width, kh, kw]
+    for [n, c, h, w, kh, kw] in [
+        [2, 3, 16, 12, 4, 4],
+        [1, 5, 6, 10, 2, 2],
+        [3, 2, 6, 9, 3, 1],
+        [1, 1, 4, 6, 2, 3],
+        [2, 4, 1, 1, 1, 1],
+    ] {
+        let x = Tensor::<Flex, 4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let (rows, cols) = (h / kh, w / kw);
+        let composed: Vec<f32> = x
+            .clone()
+            .reshape([n, c, rows, kh, cols, kw])
+            .permute([0, 1, 3, 5, 2, 4])
+            .reshape([n * c * h * w])
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let input: Vec<f32> = x.into_data().to_vec().unwrap();
+        let shape = PatchShape {
+            batch: n,
+            channels: c,
+            height: h,
+            width: w,
+            kh,
+            kw,
+        };
+        let first_difference = |a: &[f32], b: &[f32]| a.iter().zip(b).position(|(p, q)| p != q);
+        let mut columns = vec![f32::NAN; input.len()];
+        to_columns(&input, shape, &mut columns);
+        assert_eq!(
+            first_difference(&columns, &composed),
+            None,
+            "{shape:?}: columns differ at that index"
+        );
+        let mut back = vec![f32::NAN; input.len()];
+        from_columns(&columns, shape, &mut back);
+        assert_eq!(
+            first_difference(&back, &input),
+            None,
+            "{shape:?}: back from the columns, differs at that index"
+        );
+    }
+}

@@ -113,8 +113,9 @@ pub fn pointwise_composed<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Te
 /// - On `Autodiff<Flex>` (and on Flex for 1x1 kernels) the product is the pointwise
 ///   kernel. Burn's convolution gradient on Flex walks these small kernels with a
 ///   strided iterator (about a tenth of the default job's training step in `perf`,
-///   BENCHMARKS.md); here the backward pass is the pointwise kernel's plus the inverse
-///   permute, one copy.
+///   BENCHMARKS.md); here the rearrangement is one copy each way
+///   (`kernels::patches`), and the backward pass is the pointwise kernel's plus the
+///   inverse copy.
 /// - On a backend named with [`patch_conv_as_matmul_on`] (the trainer names its GPU
 ///   backends) it is [`patch_conv_composed`], a batched matrix product. Burn's CUDA
 ///   backend runs these layers as direct convolutions, and their gradients as direct
@@ -179,6 +180,9 @@ fn patch_grid<B: Backend>(conv: &Conv2d<B>, x: &Tensor<B, 4>) -> Option<[usize; 
 /// `[out, channels, kh, kw]`.
 fn patch_columns<B: Backend>(x: Tensor<B, 4>, [kh, kw]: [usize; 2]) -> Tensor<B, 3> {
     let [batch, channels, height, width] = x.dims();
+    if [kh, kw] == [1, 1] {
+        return x.reshape([batch, channels, height * width]);
+    }
     let (rows, cols) = (height / kh, width / kw);
     // [n, c, rows, kh, cols, kw] -> [n, c, kh, kw, rows, cols]
     x.reshape([batch, channels, rows, kh, cols, kw])
@@ -217,7 +221,12 @@ fn patch_conv_pointwise<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Option
     let [rows, cols] = patch_grid(conv, &x)?;
     let batch = x.dims()[0];
     let [out, ..] = conv.weight.dims();
-    let patches = patch_columns(x, conv.kernel_size);
+    // Real patches through the rearrangement kernel; a 1x1 layer's is a reshape.
+    let patches = match conv.kernel_size {
+        [1, 1] => None,
+        k => crate::kernels::patches::try_fast(x.clone(), k),
+    }
+    .unwrap_or_else(|| patch_columns(x, conv.kernel_size));
     let entries = patches.dims()[1];
     let weight = conv.weight.val().reshape([out, entries]).transpose();
     let bias = conv.bias.as_ref()?.val();

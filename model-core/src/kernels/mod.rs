@@ -6,6 +6,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod gelu;
 pub mod layer_norm;
+pub mod patches;
 #[cfg(feature = "flex-kernels")]
 pub mod pointwise;
 
