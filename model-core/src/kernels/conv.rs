@@ -299,8 +299,6 @@ pub fn grouped_conv_weight_grad(
     (weight_grad, bias_grad)
 }
 
-/// Dot product with eight independent partial sums, so the compiler can keep them in
-/// vector registers (a single running sum must be added in order).
 /// Adds to `w[ky * kernel + kx]`, for every tap, the dot product of `g` with `padded`
 /// shifted by `(ky, kx)` at row stride `padded_w`.
 fn add_taps(g: &[f32], padded: &[f32], padded_w: usize, kernel: usize, w: &mut [f32]) {
@@ -380,6 +378,8 @@ fn tap_rows<const K: usize>(g: &[f32], padded: &[f32], padded_w: usize, w: &mut 
     }
 }
 
+/// Dot product with eight independent partial sums, so the compiler can keep them in
+/// vector registers (a single running sum must be added in order).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let mut lanes = [0.0f32; 8];
