@@ -110,7 +110,7 @@ pub fn pointwise_composed<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Te
 /// `[batch, channels * k * k, patches]` (a reshape and a permute), and a matrix product
 /// with the weight seen as `[out, channels * k * k]` gives the output.
 ///
-/// - On `Autodiff<Flex>` (and on Flex for 1x1 kernels) the product is the pointwise
+/// - On Flex and `Autodiff<Flex>` the product is the pointwise
 ///   kernel. Burn's convolution gradient on Flex walks these small kernels with a
 ///   strided iterator (about a tenth of the default job's training step in `perf`,
 ///   BENCHMARKS.md); here the rearrangement is one copy each way
@@ -121,8 +121,7 @@ pub fn pointwise_composed<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Te
 ///   backend runs these layers as direct convolutions, and their gradients as direct
 ///   and transposed convolutions with few threads: 7-29 ms each at 384 px, batch 16
 ///   (`ncu`, BENCHMARKS.md "CUDA").
-/// - Everywhere else, in inference on Flex for kernels larger than 1x1, and for any
-///   other convolution, this is `conv.forward(x)`.
+/// - Everywhere else, and for any other convolution, this is `conv.forward(x)`.
 pub fn patch_conv<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     #[cfg(feature = "flex-kernels")]
     if let Some(out) = patch_conv_pointwise(conv, x.clone()) {
@@ -211,11 +210,7 @@ pub fn patch_conv_composed<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Opt
 /// not apply (another backend, not a patch convolution, no bias).
 #[cfg(feature = "flex-kernels")]
 fn patch_conv_pointwise<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Option<Tensor<B, 4>> {
-    // Inference on Flex keeps its own convolution for real patches: measured, the
-    // rearrangement cost more there than it saved (BENCHMARKS.md).
-    let backend = crate::kernels::flex_types::is_autodiff_flex::<B>()
-        || (crate::kernels::flex_types::is_flex::<B>() && conv.kernel_size == [1, 1]);
-    if !backend {
+    if !crate::kernels::flex_types::is_flex::<B>() {
         return None;
     }
     let [rows, cols] = patch_grid(conv, &x)?;
