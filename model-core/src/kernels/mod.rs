@@ -27,11 +27,6 @@ pub(crate) mod flex_types {
         id == TypeId::of::<Flex>() || id == TypeId::of::<Ad>()
     }
 
-    /// Whether `B` is `Autodiff<Flex>`, the CPU training backend.
-    pub(crate) fn is_autodiff_flex<B: Backend>() -> bool {
-        TypeId::of::<B>() == TypeId::of::<Ad>()
-    }
-
     /// A contiguous f32 Flex tensor of shape `dims` holding `values`.
     pub(crate) fn flex_tensor(values: Vec<f32>, dims: Vec<usize>) -> burn_flex::FlexTensor {
         burn_flex::FlexTensor::from_data(burn::tensor::TensorData::new(values, dims))
