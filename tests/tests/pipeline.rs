@@ -300,12 +300,21 @@ fn resume_after_a_kill_gives_the_uninterrupted_result() {
     let root = tmp.0.clone();
     let data = root.join("data");
     synth(&data, "30", "32");
+    resume_matches_the_uninterrupted_run(&data, &root.join("plain"), &[]);
+    // With a running average of the weights, which the checkpoint must carry too.
+    resume_matches_the_uninterrupted_run(&data, &root.join("ema"), &["--ema-decay", "0.9"]);
+}
+
+fn resume_matches_the_uninterrupted_run(data: &Path, root: &Path, extra: &[&str]) {
     // Uninterrupted.
     let straight = root.join("straight");
-    trainer_ok(&tiny_train_args(&data, &straight, "3", "1"));
+    let mut args = tiny_train_args(data, &straight, "3", "1");
+    args.extend(extra);
+    trainer_ok(&args);
     // Killed once its first epoch checkpoint is on disk, then resumed.
     let killed = root.join("killed");
-    let args = tiny_train_args(&data, &killed, "3", "1");
+    let mut args = tiny_train_args(data, &killed, "3", "1");
+    args.extend(extra);
     kill_after_first_epoch(&args, &killed.join("men-tshirts/state.json"));
     let mut resume = args.clone();
     resume.push("--resume");
@@ -363,7 +372,9 @@ fn shared_stage_trains_one_backbone_and_resumes_to_the_same_result() {
     synth(&data, "30", "32");
     let with_shared = |run: &Path| {
         let mut args = tiny_train_args(&data, run, "1", "1");
-        args.extend(["--shared-epochs", "2"]);
+        // With a running average of the weights: what the stage hands on, and what
+        // its checkpoint must carry for the resumed run below.
+        args.extend(["--shared-epochs", "2", "--ema-decay", "0.9"]);
         args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
     };
     let straight = root.join("straight");

@@ -100,6 +100,12 @@ pub struct TrainArgs {
     /// 0 is the plain cross-entropy [default: 0].
     #[arg(long)]
     pub logit_adjust: Option<f64>,
+    /// Keep a running average of the weights, each step moving it 1 - DECAY of the
+    /// way to the trained ones (after a short warm-up); validation, the kept best
+    /// weights and each stage's hand-over then use the average. 0 keeps the raw
+    /// weights [default: 0].
+    #[arg(long)]
+    pub ema_decay: Option<f64>,
     /// Width of the feature layer and attribute heads [default: 512 with --pretrained, 64 without].
     #[arg(long)]
     pub head_dim: Option<usize>,

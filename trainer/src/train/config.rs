@@ -49,6 +49,11 @@ pub struct TrainConfig {
     /// training rows. 0 (runs saved before this option) is the plain loss.
     #[serde(default)]
     pub logit_adjust: f64,
+    /// Decay of the running average of the weights that validation, the kept best
+    /// weights and each stage's hand-over use (`train::ema`); 0 (runs saved before
+    /// this option) trains and keeps the raw weights.
+    #[serde(default)]
+    pub ema_decay: f64,
     pub mmd: MmdConfig,
     pub plateau: PlateauConfig,
     pub augment: AugmentConfig,
@@ -117,6 +122,10 @@ impl RunPaths {
     }
     pub fn optimizer(&self, category: &str) -> PathBuf {
         self.category_dir(category).join("optimizer.mpk")
+    }
+    /// The running average of the weights after the last finished epoch (`--ema-decay`).
+    pub fn ema(&self, category: &str) -> PathBuf {
+        self.category_dir(category).join("ema.mpk")
     }
     pub fn state(&self, category: &str) -> PathBuf {
         self.category_dir(category).join("state.json")

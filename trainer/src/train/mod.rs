@@ -20,6 +20,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod ema;
 pub mod plateau;
 pub mod schedule;
 pub mod shared;
@@ -35,6 +36,7 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use config::{Phase1Rows, RunPaths, TrainConfig};
+use ema::Ema;
 use indicatif::{ProgressBar, ProgressStyle};
 use model_core::convnext::global_average_pool;
 use model_core::loss::{mmd, MaskedTargets};
@@ -119,6 +121,9 @@ pub struct CategoryState {
     /// Validation score of the kept (best) weights.
     pub final_score: Option<CategoryScore>,
     pub finished: bool,
+    /// Updates of the running average of the weights in this stage (`--ema-decay`).
+    #[serde(default)]
+    pub ema_steps: u64,
 }
 
 /// One line of `train_log.jsonl`.
@@ -254,9 +259,21 @@ pub fn train_category<B: AutodiffBackend>(
             head_best: vec![None; data.spec.attributes.len()],
             final_score: None,
             finished: false,
+            ema_steps: 0,
         };
         save_weights(&model, &paths.best(name))?;
         (model.clone(), model, state)
+    };
+    // The running average of the weights, when asked for; a stage in progress resumes
+    // it from its file, a fresh stage restarts it below.
+    let mut ema = if cfg.ema_decay > 0.0 {
+        let mut average = model.valid();
+        if state.epochs_done > 0 {
+            average = load_checkpoint(average, &paths.ema(name), device)?;
+        }
+        Some(Ema::new(average, cfg.ema_decay, state.ema_steps))
+    } else {
+        None
     };
 
     let attributes = data.spec.attributes.len();
@@ -268,6 +285,9 @@ pub fn train_category<B: AutodiffBackend>(
             model = best.clone();
             optim = optimizer_config(cfg).init::<B, GarmentModel<B>>();
             state.plateau = Plateau::new(cfg.lr, cfg.plateau);
+            if let Some(ema) = &mut ema {
+                *ema = Ema::new(model.valid(), cfg.ema_decay, 0);
+            }
         }
         let rows = stage_rows(&data.train, stage, cfg.phase1_rows);
         if rows.is_empty() {
@@ -294,6 +314,7 @@ pub fn train_category<B: AutodiffBackend>(
                 epoch_seed,
                 model,
                 &mut optim,
+                ema.as_mut(),
                 &state.plateau,
                 device,
             )? {
@@ -302,13 +323,18 @@ pub fn train_category<B: AutodiffBackend>(
             };
             model = trained;
             let seconds = started.elapsed().as_secs_f64();
-            let scores = validate(ctx, data, &model.valid(), device)?;
+            // The weights validated and kept: the running average when there is one.
+            let kept = match &ema {
+                Some(ema) => ema.apply_to(model.clone()),
+                None => model.clone(),
+            };
+            let scores = validate(ctx, data, &kept.valid(), device)?;
             let score = category_score(name, scores.clone());
             match stage {
                 Stage::PhaseOne => {
                     if state.best_score.is_none_or(|b| score.score > b) {
                         state.best_score = Some(score.score);
-                        best = model.clone();
+                        best = kept;
                     }
                 }
                 Stage::PhaseTwo(_) => {
@@ -316,7 +342,7 @@ pub fn train_category<B: AutodiffBackend>(
                     for (i, s) in scores.iter().enumerate().take(attributes) {
                         if s.support > 0 && state.head_best[i].is_none_or(|b| s.harmonic > b) {
                             state.head_best[i] = Some(s.harmonic);
-                            heads[i] = model.heads[i].clone();
+                            heads[i] = kept.heads[i].clone();
                         }
                     }
                     best = GarmentModel { heads, ..best };
@@ -340,6 +366,10 @@ pub fn train_category<B: AutodiffBackend>(
             save_checkpoint(&model, &paths.last(name))?;
             save_weights(&best, &paths.best(name))?;
             save_optimizer(&optim, &paths.optimizer(name))?;
+            if let Some(ema) = &ema {
+                save_checkpoint(&ema.model, &paths.ema(name))?;
+                state.ema_steps = ema.steps;
+            }
             write_json(&state_path, &state)?;
             let images = rows.len() as f64;
             let log = EpochLog {
@@ -457,6 +487,7 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
     epoch_seed: u64,
     model: GarmentModel<B>,
     optim: &mut O,
+    mut ema: Option<&mut Ema<GarmentModel<B::InnerBackend>>>,
     plateau: &Plateau,
     device: &B::Device,
 ) -> Result<Option<(GarmentModel<B>, f64)>> {
@@ -563,7 +594,11 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
             epoch * batches + b,
             epochs * batches,
         );
-        slot = Some(optim.step(lr, model, grads));
+        let model = optim.step(lr, model, grads);
+        if let Some(ema) = ema.as_deref_mut() {
+            ema.update(&model);
+        }
+        slot = Some(model);
         let done = (b * cfg.batch_size + n) as f64;
         bar.set_message(format!(
             "loss {:.4}  {:.1} img/s",

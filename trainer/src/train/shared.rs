@@ -15,6 +15,7 @@
 //! keeps its own best.
 
 use super::config::RunPaths;
+use super::ema::Ema;
 use super::plateau::Plateau;
 use super::{
     append_log, heads_loss, load_checkpoint, load_optimizer, logit_offsets, offset_rows,
@@ -25,7 +26,7 @@ use crate::fsutil::{read_json, write_atomic, write_json};
 use crate::rng::{derive_seed, Rng};
 use crate::train::batch::{pixel_data, prefetched, EpochAugment};
 use anyhow::{bail, Context as _, Result};
-use burn::module::{AutodiffModule, Module};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
@@ -85,6 +86,9 @@ pub struct SharedState {
     pub plateau: Plateau,
     /// Every category's starting weights are written.
     pub finished: bool,
+    /// Updates of the running average of the weights so far (`--ema-decay`).
+    #[serde(default)]
+    pub ema_steps: u64,
 }
 
 /// Where the shared stage keeps its files.
@@ -107,10 +111,25 @@ impl SharedPaths {
     fn optimizer(&self) -> PathBuf {
         self.dir.join("optimizer.mpk")
     }
+    fn ema(&self) -> PathBuf {
+        self.dir.join("ema.mpk")
+    }
     /// The weights category `name` starts its own phases from.
     pub fn start(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{}.safetensors", slug(name)))
     }
+}
+
+/// `module` with every parameter's initial values drawn, in the module's order.
+fn initialised<B: Backend, M: Module<B>>(module: M) -> M {
+    struct Draw;
+    impl<B: Backend> ModuleVisitor<B> for Draw {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            param.val();
+        }
+    }
+    module.visit(&mut Draw);
+    module
 }
 
 /// How the shared stage ended.
@@ -146,7 +165,9 @@ pub fn train_shared<B: AutodiffBackend>(
         let mut tails = Vec::new();
         for (config, &index) in configs.iter().zip(indices) {
             B::seed(device, derive_seed(cfg.seed, &[index as u64, 0xC0FFEE]));
-            let mut model = config.init::<B>(device);
+            // Burn draws a parameter's initial values when it is first read, so read
+            // them all now, while the seed is this category's.
+            let mut model = initialised(config.init::<B>(device));
             if backbone.is_none() {
                 if let Some(load) = ctx.pretrained {
                     let bytes = load(config.clone())?;
@@ -196,8 +217,20 @@ pub fn train_shared<B: AutodiffBackend>(
             epochs_done: 0,
             plateau: Plateau::new(cfg.lr, cfg.plateau),
             finished: false,
+            ema_steps: 0,
         };
         (fresh()?, state)
+    };
+    // The running average starts at the weights the stage starts from (or, resumed,
+    // where the last finished epoch left it).
+    let mut ema = if cfg.ema_decay > 0.0 {
+        let mut average = model.valid();
+        if state.epochs_done > 0 {
+            average = load_checkpoint(average, &paths.ema(), device)?;
+        }
+        Some(Ema::new(average, cfg.ema_decay, state.ema_steps))
+    } else {
+        None
     };
 
     let rows: Vec<Vec<&Example>> = data
@@ -222,6 +255,7 @@ pub fn train_shared<B: AutodiffBackend>(
             epoch_seed,
             model,
             &mut optim,
+            ema.as_mut(),
             &state.plateau,
             device,
         )?
@@ -231,9 +265,14 @@ pub fn train_shared<B: AutodiffBackend>(
         model = trained;
         let seconds = started.elapsed().as_secs_f64();
         let images: usize = rows.iter().map(Vec::len).sum();
+        // What is validated and handed on: the average when there is one.
+        let kept = match &ema {
+            Some(ema) => ema.model.clone(),
+            None => model.valid(),
+        };
         let mut scores = Vec::new();
         for (c, d) in data.iter().enumerate() {
-            let attributes = validate(ctx, d, &model.category(c).valid(), device)?;
+            let attributes = validate(ctx, d, &kept.category(c), device)?;
             scores.push(category_score(&d.spec.name, attributes));
         }
         let mean = scores.iter().map(|s| s.score).sum::<f64>() / scores.len() as f64;
@@ -251,6 +290,10 @@ pub fn train_shared<B: AutodiffBackend>(
         // Weights, optimizer, then the state that points at them; each atomically.
         save_checkpoint(&model, &paths.last())?;
         save_optimizer(&optim, &paths.optimizer())?;
+        if let Some(ema) = &ema {
+            save_checkpoint(&ema.model, &paths.ema())?;
+            state.ema_steps = ema.steps;
+        }
         write_json(&paths.state(), &state)?;
         for (score, &loss) in scores.iter().zip(&losses) {
             append_log(
@@ -281,8 +324,12 @@ pub fn train_shared<B: AutodiffBackend>(
             images as f64 / seconds.max(1e-9)
         );
     }
+    let kept = match &ema {
+        Some(ema) => ema.model.clone(),
+        None => model.valid(),
+    };
     for (c, name) in names.iter().enumerate() {
-        let bytes = write_safetensors(&model.category(c), Precision::F32)?;
+        let bytes = write_safetensors(&kept.category(c), Precision::F32)?;
         write_atomic(&paths.start(name), &bytes)?;
     }
     state.finished = true;
@@ -301,6 +348,7 @@ fn run_shared_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
     epoch_seed: u64,
     model: SharedModel<B>,
     optim: &mut O,
+    mut ema: Option<&mut Ema<SharedModel<B::InnerBackend>>>,
     plateau: &Plateau,
     device: &B::Device,
 ) -> Result<Option<(SharedModel<B>, Vec<f64>)>> {
@@ -367,6 +415,9 @@ fn run_shared_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
             epochs * count,
         );
         shared.put(*c, optim.step(lr, model, grads));
+        if let Some(ema) = ema.as_deref_mut() {
+            ema.update(&shared);
+        }
         slot = Some(shared);
         done += examples.len();
         bar.set_message(format!(
