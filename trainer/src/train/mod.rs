@@ -14,6 +14,9 @@
 //! of one per attribute. The best weights of each head are kept separately, on that
 //! attribute's validation score.
 //!
+//! With `--ema-decay F`, what every stage validates, keeps and hands on is a running
+//! average of the weights ([`ema`]) rather than the weights the optimizer steps.
+//!
 //! With `--shared-epochs N`, a shared stage ([`shared`]) comes first: one backbone
 //! trained on the rows of every category at once, each category with its own heads;
 //! each category's phase one then starts from that backbone and its own heads.

@@ -11,8 +11,8 @@
 //! per-category phases start from it instead of from random weights.
 //!
 //! The stage is cross-entropy only (no MMD term), on the rows phase one would use.
-//! It keeps the weights of its last epoch: the per-category phase one that follows
-//! keeps its own best.
+//! It keeps the weights of its last epoch (with `--ema-decay`, their running average
+//! then): the per-category phase one that follows keeps its own best.
 
 use super::config::RunPaths;
 use super::ema::Ema;
