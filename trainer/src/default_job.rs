@@ -271,7 +271,7 @@ pub fn default_train_config(data: &Path, synth: &SynthConfig) -> Result<TrainCon
         logit_adjust: 0.0,
         // Measured on this data (BENCHMARKS.md): validating and handing on a running
         // average of the weights lifted every category, 0.8135 -> 0.8247 overall, for
-        // about 2 % more time per step.
+        // a few per cent more time per step.
         ema_decay: 0.999,
         mmd: MmdConfig::default(),
         plateau: PlateauConfig::default(),
