@@ -898,8 +898,13 @@ mod tests {
         assert_eq!(json["phase1_rows"], "labelled");
         json.as_object_mut().unwrap().remove("phase1_rows");
         json.as_object_mut().unwrap().remove("logit_adjust");
+        json.as_object_mut().unwrap().remove("ema_decay");
         let old: TrainConfig = serde_json::from_value(json).unwrap();
         assert_eq!(old.phase1_rows, Phase1Rows::Full);
         assert_eq!(old.logit_adjust, 0.0);
+        assert_eq!(
+            old.ema_decay, 0.0,
+            "runs saved before the average train without it"
+        );
     }
 }
