@@ -117,6 +117,22 @@ impl<B: Backend> ModuleVisitor<B> for CollectInner<B> {
     }
 }
 
+/// The next collected (flattened) tensor, shaped `dims`; panics with `missing` when
+/// there is none, and when its size is not that of `dims`.
+fn next_shaped<B: Backend, const D: usize>(
+    collected: &mut std::vec::IntoIter<Tensor<B, 1>>,
+    dims: [usize; D],
+    missing: &str,
+) -> Tensor<B, D> {
+    let flat = collected.next().expect(missing);
+    assert_eq!(
+        flat.dims()[0],
+        dims.iter().product::<usize>(),
+        "the averaged and trained modules differ in shape"
+    );
+    flat.reshape(dims)
+}
+
 /// Puts the next collected tensor in each parameter's place, keeping the parameter's
 /// id and whether it is trained.
 struct Replace<AB: AutodiffBackend> {
@@ -126,18 +142,12 @@ struct Replace<AB: AutodiffBackend> {
 impl<AB: AutodiffBackend> ModuleMapper<AB> for Replace<AB> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
         let (id, old, mapper) = param.consume();
-        let value = self
-            .values
-            .next()
-            .expect("the averaged module has fewer parameters than the trained one");
-        let dims = old.dims();
-        assert_eq!(
-            value.dims()[0],
-            dims.iter().product::<usize>(),
-            "the averaged and trained modules differ in shape"
+        let value = next_shaped(
+            &mut self.values,
+            old.dims(),
+            "the averaged module has fewer parameters than the trained one",
         );
-        let tensor =
-            Tensor::from_inner(value.reshape(dims)).set_require_grad(old.is_require_grad());
+        let tensor = Tensor::from_inner(value).set_require_grad(old.is_require_grad());
         Param::from_mapped_value(id, tensor, mapper)
     }
 }
@@ -151,17 +161,12 @@ struct Blend<B: Backend> {
 impl<B: Backend> ModuleMapper<B> for Blend<B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let (id, avg, mapper) = param.consume();
-        let trained = self
-            .trained
-            .next()
-            .expect("the averaged module has more parameters than the trained one");
-        let dims = avg.dims();
-        assert_eq!(
-            trained.dims()[0],
-            dims.iter().product::<usize>(),
-            "the averaged and trained modules differ in shape"
+        let trained = next_shaped(
+            &mut self.trained,
+            avg.dims(),
+            "the averaged module has more parameters than the trained one",
         );
-        let moved = avg.clone() + (trained.reshape(dims) - avg).mul_scalar(self.step);
+        let moved = avg.clone() + (trained - avg).mul_scalar(self.step);
         Param::from_mapped_value(id, moved, mapper)
     }
 }
