@@ -9,6 +9,7 @@ pub mod heads;
 pub mod hf;
 pub mod kernels;
 pub mod loss;
+pub mod masks;
 pub mod metrics;
 pub mod model;
 pub mod predict;

@@ -83,8 +83,10 @@ impl<B: Backend> FeatureLayer<B> {
     /// `[batch, backbone_channels, h, w]` -> `[batch, head_dim, h, w]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         // A 1x1 convolution with stride 1: `patch_conv` runs it as the pointwise kernel.
-        self.dropout
-            .forward(gelu(crate::convnext::norm::patch_conv(&self.conv, x)))
+        crate::masks::dropout(
+            gelu(crate::convnext::norm::patch_conv(&self.conv, x)),
+            self.dropout.prob,
+        )
     }
 }
 

@@ -2,9 +2,10 @@
 //! step with `--train`) on random inputs, and the process's peak memory.
 
 use crate::device::{self, BackendTask, Chosen, DeviceChoice};
+use crate::train::parts::{batch_parts, grads_in_parts};
 use anyhow::Result;
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamWConfig, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
 use model_core::heads::HeadConfig;
@@ -33,6 +34,8 @@ pub struct BenchResult {
     pub warmup_s: f64,
     /// Seconds of the first iteration alone.
     pub first_iteration_s: f64,
+    /// Parts each training batch was cut into (1 for inference).
+    pub batch_parts: usize,
 }
 
 /// Settings of one measurement.
@@ -43,6 +46,9 @@ pub struct BenchConfig {
     pub batch_size: usize,
     pub train: bool,
     pub head_dim: usize,
+    /// Parts a training batch is cut into (`train::parts`); `None` chooses as
+    /// training does.
+    pub batch_parts: Option<usize>,
     /// Iterations run before timing (kernel compilation, autotuning, allocation).
     pub warmup: usize,
     /// Time at least this long, and at least `min_iterations`.
@@ -57,6 +63,7 @@ struct Measured {
     parameters: usize,
     warmup_s: f64,
     first_iteration_s: f64,
+    batch_parts: usize,
 }
 
 /// Times the iterations after the warm-up ones and records how long the warm-up took.
@@ -102,7 +109,7 @@ impl<'a> Clock<'a> {
         self.timed >= self.cfg.min_time && self.iterations >= self.cfg.min_iterations
     }
 
-    fn finish(self, parameters: usize) -> Measured {
+    fn finish(self, parameters: usize, parts: usize) -> Measured {
         Measured {
             img_per_s: (self.iterations * self.cfg.batch_size) as f64
                 / self.timed.as_secs_f64().max(1e-9),
@@ -110,6 +117,7 @@ impl<'a> Clock<'a> {
             parameters,
             warmup_s: self.warmup_time.as_secs_f64(),
             first_iteration_s: self.first.as_secs_f64(),
+            batch_parts: parts,
         }
     }
 }
@@ -120,8 +128,13 @@ struct BenchTask<'a> {
 
 impl BackendTask for BenchTask<'_> {
     type Output = Result<Measured>;
-    fn run<B: AutodiffBackend>(self, device: B::Device, _chosen: &Chosen) -> Self::Output {
+    fn run<B: AutodiffBackend>(self, device: B::Device, chosen: &Chosen) -> Self::Output {
         let cfg = self.config;
+        let parts = if cfg.train {
+            batch_parts(cfg.batch_parts, cfg.batch_size, chosen.kind() == "cpu")
+        } else {
+            1
+        };
         let backbone = crate::default_job::backbone_by_name(&cfg.backbone)?;
         let taxonomy = Taxonomy::meesho();
         let category = taxonomy.category("Men Tshirts")?;
@@ -155,14 +168,33 @@ impl BackendTask for BenchTask<'_> {
                 })
                 .collect();
             let mask = Tensor::<B, 1>::ones([cfg.batch_size], &device);
+            let mut step = 0u64;
             loop {
                 let started = Instant::now();
-                let out = model.forward(x.clone());
-                let mut loss = Tensor::<B, 1>::zeros([1], &device);
-                for (logits, t) in out.logits.into_iter().zip(&targets) {
-                    loss = loss + masked_cross_entropy(logits, t.clone(), mask.clone());
-                }
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                // As training runs a step: cut into parts, each part's loss its share
+                // of the whole batch's.
+                let (grads, _) = grads_in_parts(
+                    &model,
+                    cfg.batch_size,
+                    parts,
+                    step,
+                    &device,
+                    |part, range| {
+                        let (start, len) = (range.start, range.len());
+                        let out = part.forward(x.clone().narrow(0, start, len));
+                        let mut loss = Tensor::<B, 1>::zeros([1], &device);
+                        for (logits, t) in out.logits.into_iter().zip(&targets) {
+                            loss = loss
+                                + masked_cross_entropy(
+                                    logits,
+                                    t.clone().narrow(0, start, len),
+                                    mask.clone().narrow(0, start, len),
+                                );
+                        }
+                        Ok(loss.mul_scalar(len as f64 / cfg.batch_size as f64))
+                    },
+                )?;
+                step += 1;
                 model = optim.step(1e-4, model, grads);
                 // Reading a parameter back waits for the step to finish on the device.
                 let _: f32 = model.heads[0]
@@ -190,7 +222,7 @@ impl BackendTask for BenchTask<'_> {
                 }
             }
         }
-        Ok(clock.finish(parameters))
+        Ok(clock.finish(parameters, parts))
     }
 }
 
@@ -224,6 +256,7 @@ pub fn bench(config: &BenchConfig, device_choice: DeviceChoice, json: bool) -> R
         parameters: measured.parameters,
         warmup_s: measured.warmup_s,
         first_iteration_s: measured.first_iteration_s,
+        batch_parts: measured.batch_parts,
     };
     if json {
         println!("{}", serde_json::to_string(&result)?);

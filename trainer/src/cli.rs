@@ -106,6 +106,13 @@ pub struct TrainArgs {
     /// weights [default: 0].
     #[arg(long)]
     pub ema_decay: Option<f64>,
+    /// Cut each training batch into N parts that run forward and backward side by
+    /// side, their gradients summed (the same gradient up to rounding; dropout masks
+    /// follow each row's place in the batch). On the CPU this keeps every core busy
+    /// through the step's serial stretches [default: one part per CPU thread with at
+    /// least 4 rows each; 1 on a GPU].
+    #[arg(long)]
+    pub batch_parts: Option<usize>,
     /// Width of the feature layer and attribute heads [default: 512 with --pretrained, 64 without].
     #[arg(long)]
     pub head_dim: Option<usize>,
@@ -216,6 +223,10 @@ pub enum Command {
         /// Width of the attribute heads.
         #[arg(long, default_value_t = 512)]
         head_dim: usize,
+        /// With --train: cut each batch into N parts run side by side, as `train
+        /// --batch-parts` does [default: as training chooses].
+        #[arg(long)]
+        batch_parts: Option<usize>,
         /// Seconds to time, at least.
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
@@ -306,6 +317,7 @@ pub fn run(cli: Cli) -> Result<()> {
             device,
             train,
             head_dim,
+            batch_parts,
             seconds,
             warmup,
             json,
@@ -316,6 +328,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 batch_size,
                 train,
                 head_dim,
+                batch_parts,
                 warmup,
                 min_time: std::time::Duration::from_secs_f64(seconds.max(0.0)),
                 min_iterations: 3,

@@ -123,6 +123,7 @@ pub fn train_config(args: TrainArgs) -> Result<(TrainConfig, DeviceChoice, bool,
         mmd_weight: args.mmd_weight.unwrap_or(0.1),
         logit_adjust: args.logit_adjust.unwrap_or(0.0),
         ema_decay: args.ema_decay.unwrap_or(0.0),
+        batch_parts: args.batch_parts,
         mmd: MmdConfig::default(),
         plateau: PlateauConfig::default(),
         augment: args.augment.config(),
@@ -161,6 +162,9 @@ fn check(config: &TrainConfig) -> Result<()> {
             "--ema-decay {} must be at least 0 and below 1",
             config.ema_decay
         );
+    }
+    if config.batch_parts == Some(0) {
+        bail!("--batch-parts must be at least 1");
     }
     if !(config.weight_decay >= 0.0 && config.weight_decay.is_finite()) {
         bail!(
@@ -273,6 +277,7 @@ pub fn default_train_config(data: &Path, synth: &SynthConfig) -> Result<TrainCon
         // average of the weights lifted every category, 0.8135 -> 0.8247 overall, for
         // a few per cent more time per step.
         ema_decay: 0.999,
+        batch_parts: None,
         mmd: MmdConfig::default(),
         plateau: PlateauConfig::default(),
         augment: AugmentConfig::default(),

@@ -190,6 +190,11 @@ pub fn train_run(
         interrupted: &interrupted,
         pretrained: config.pretrained.as_ref().map(|_| &load_pretrained as _),
         device_name: chosen.kind().to_string(),
+        batch_parts: crate::train::parts::batch_parts(
+            config.batch_parts,
+            config.batch_size,
+            chosen.kind() == "cpu",
+        ),
         resume,
         quiet,
     };

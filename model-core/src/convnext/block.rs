@@ -7,7 +7,7 @@ use crate::kernels::gelu::gelu;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::{backend::Backend, Distribution, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 
 /// One block. Field names follow the Hugging Face checkpoint
 /// (`dwconv`, `layernorm`, `pwconv1`, `pwconv2`, `layer_scale_parameter`).
@@ -91,6 +91,6 @@ pub fn drop_path<B: Backend>(branch: Tensor<B, 4>, rate: f64) -> Tensor<B, 4> {
     }
     let keep = 1.0 - rate;
     let batch = branch.dims()[0];
-    let mask = Tensor::<B, 4>::random([batch, 1, 1, 1], Distribution::Bernoulli(keep), &device);
+    let mask = crate::masks::keep_mask::<B, 4>([batch, 1, 1, 1], keep, &device);
     branch * mask.div_scalar(keep)
 }

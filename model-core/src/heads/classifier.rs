@@ -51,9 +51,10 @@ impl<B: Backend> ClassifierMlp<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = crate::convnext::global_average_pool(x);
         let x = self.hidden.iter().fold(x, |x, layer| {
-            layer
-                .dropout
-                .forward(gelu(layer.norm.forward(layer.linear.forward(x))))
+            crate::masks::dropout(
+                gelu(layer.norm.forward(layer.linear.forward(x))),
+                layer.dropout.prob,
+            )
         });
         self.out.forward(x)
     }

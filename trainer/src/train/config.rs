@@ -54,6 +54,11 @@ pub struct TrainConfig {
     /// this option) trains and keeps the raw weights.
     #[serde(default)]
     pub ema_decay: f64,
+    /// How many parts a training batch is cut into, run side by side
+    /// (`train::parts`); `None` (and runs saved before this option) chooses from the
+    /// device: one per CPU thread with at least four rows each, 1 on a GPU.
+    #[serde(default)]
+    pub batch_parts: Option<usize>,
     pub mmd: MmdConfig,
     pub plateau: PlateauConfig,
     pub augment: AugmentConfig,

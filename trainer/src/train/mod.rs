@@ -24,6 +24,7 @@
 pub mod batch;
 pub mod config;
 pub mod ema;
+pub mod parts;
 pub mod plateau;
 pub mod schedule;
 pub mod shared;
@@ -31,10 +32,11 @@ pub mod shared;
 use crate::data::images::ImageStore;
 use crate::fsutil::{read, read_json, write_atomic, write_json};
 use crate::rng::{derive_seed, Rng};
+use crate::train::parts::grads_in_parts;
 use anyhow::{bail, Context as _, Result};
 use batch::{pixel_data, pixels, prefetched, EpochAugment};
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamWConfig, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
@@ -51,6 +53,7 @@ use model_core::taxonomy::CategorySpec;
 use plateau::Plateau;
 use schedule::{cosine_factor, LrSchedule};
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -83,6 +86,8 @@ pub struct Context<'a> {
     /// Where the backbone starts when no checkpoint is resumed.
     pub pretrained: Option<&'a (dyn Fn(GarmentModelConfig) -> Result<Vec<u8>> + Sync)>,
     pub device_name: String,
+    /// How many parts each training batch is cut into ([`parts::batch_parts`]).
+    pub batch_parts: usize,
     pub resume: bool,
     pub quiet: bool,
 }
@@ -553,35 +558,46 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
         let model = slot
             .take()
             .expect("the model is back in its slot after every step");
-        let loss = match stage {
-            Stage::PhaseOne => {
-                let src = Tensor::<B, 4>::from_data(src, device);
-                let (features, target_features) = match tgt {
-                    Some(tgt) => {
-                        let tgt = Tensor::<B, 4>::from_data(tgt, device);
-                        let both = model.forward_shared(Tensor::cat(vec![src, tgt], 0));
-                        let m = both.dims()[0];
-                        (both.clone().narrow(0, 0, n), Some(both.narrow(0, n, m - n)))
+        let src = Tensor::<B, 4>::from_data(src, device);
+        let tgt = tgt.map(|tgt| Tensor::<B, 4>::from_data(tgt, device));
+        // MMD compares the whole batch's features with the target batch's: such a
+        // step is not cut into parts.
+        let parts = if tgt.is_some() { 1 } else { ctx.batch_parts };
+        let part_loss = |part: &GarmentModel<B>, range: Range<usize>| -> Result<Tensor<B, 1>> {
+            let len = range.len();
+            let src = src.clone().narrow(0, range.start, len);
+            match stage {
+                Stage::PhaseOne => {
+                    let (features, target_features) = match &tgt {
+                        Some(tgt) => {
+                            let both = part.forward_shared(Tensor::cat(vec![src, tgt.clone()], 0));
+                            let m = both.dims()[0];
+                            (
+                                both.clone().narrow(0, 0, len),
+                                Some(both.narrow(0, len, m - len)),
+                            )
+                        }
+                        None => (part.forward_shared(src), None),
+                    };
+                    let out = part.forward_heads(features);
+                    let mut loss =
+                        heads_loss(&out.logits, &examples, range, offsets.as_deref(), device)?;
+                    if let Some(target_features) = target_features {
+                        let d = mmd(out.pooled, global_average_pool(target_features), &cfg.mmd);
+                        loss = loss + d.mul_scalar(cfg.mmd_weight);
                     }
-                    None => (model.forward_shared(src), None),
-                };
-                let out = model.forward_heads(features);
-                let mut loss = heads_loss(&out.logits, &examples, offsets.as_deref(), device)?;
-                if let Some(target_features) = target_features {
-                    let d = mmd(out.pooled, global_average_pool(target_features), &cfg.mmd);
-                    loss = loss + d.mul_scalar(cfg.mmd_weight);
+                    Ok(loss)
                 }
-                loss
-            }
-            Stage::PhaseTwo(_) => {
-                let src = Tensor::<B::InnerBackend, 4>::from_data(src, device);
-                let frozen = frozen.as_ref().expect("phase two has a frozen copy");
-                let shared = Tensor::<B, 4>::from_inner(frozen.forward_shared(src));
-                let out = model.forward_heads(shared);
-                heads_loss(&out.logits, &examples, offsets.as_deref(), device)?
+                Stage::PhaseTwo(_) => {
+                    let frozen = frozen.as_ref().expect("phase two has a frozen copy");
+                    let shared = Tensor::<B, 4>::from_inner(frozen.forward_shared(src.inner()));
+                    let out = part.forward_heads(shared);
+                    heads_loss(&out.logits, &examples, range, offsets.as_deref(), device)
+                }
             }
         };
-        let value: f64 = loss.clone().into_scalar().elem::<f64>();
+        let mask_seed = derive_seed(epoch_seed, &[b as u64]);
+        let (grads, value) = grads_in_parts(&model, n, parts, mask_seed, device, part_loss)?;
         if !value.is_finite() {
             bail!(
                 "{}: the loss became {value} at batch {}; try a lower --lr",
@@ -590,7 +606,6 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
             );
         }
         loss_sum += value;
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
         let lr = step_lr(
             cfg.lr_schedule,
             plateau.lr,
@@ -620,8 +635,6 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
     Ok(Some((model, loss_sum / batches.max(1) as f64)))
 }
 
-use burn::tensor::ElementConversion;
-
 /// The rate of step `step` of a stage of `total` steps: the plateau rule's rate as it
 /// is, or that rate shaped by the warm-up and cosine.
 fn step_lr(schedule: LrSchedule, rate: f64, step: usize, total: usize) -> f64 {
@@ -633,26 +646,47 @@ fn step_lr(schedule: LrSchedule, rate: f64, step: usize, total: usize) -> f64 {
 
 /// Sum over heads of the cross-entropy on the rows labelled for each head, each head's
 /// logits shifted by its `[1, classes]` row of `offsets` (see [`logit_offsets`]) when
-/// given.
+/// given. `logits` are those of rows `rows` of the batch `examples`; each head's term
+/// is their share of the whole batch's mean (their sum over the whole batch's labelled
+/// count), so the parts of a batch add up to the whole batch's loss.
 fn heads_loss<B: Backend>(
     logits: &[Tensor<B, 2>],
     examples: &[&Example],
+    rows: Range<usize>,
     offsets: Option<&[Tensor<B, 2>]>,
     device: &B::Device,
 ) -> Result<Tensor<B, 1>> {
     let mut total = Tensor::<B, 1>::zeros([1], device);
+    let mut labelled = false;
     for (a, logits) in logits.iter().enumerate() {
-        let labels: Vec<Option<usize>> = examples.iter().map(|e| e.labels[a]).collect();
-        if labels.iter().all(Option::is_none) {
+        let labels: Vec<Option<usize>> =
+            examples[rows.clone()].iter().map(|e| e.labels[a]).collect();
+        let here = labels.iter().filter(|l| l.is_some()).count();
+        if here == 0 {
             continue;
         }
+        let in_batch = examples.iter().filter(|e| e.labels[a].is_some()).count();
         let classes = logits.dims()[1];
         let targets = MaskedTargets::from_labels(&labels, classes, device)?;
         let logits = match offsets {
             Some(offsets) => logits.clone() + offsets[a].clone(),
             None => logits.clone(),
         };
-        total = total + targets.cross_entropy(logits);
+        let term = targets.cross_entropy(logits);
+        total = total
+            + if here == in_batch {
+                term
+            } else {
+                term.mul_scalar(here as f64 / in_batch as f64)
+            };
+        labelled = true;
+    }
+    if !labelled {
+        // A part of a batch can hold no label at all: its loss is 0, but it still
+        // needs a graph back to the network for the backward pass.
+        if let Some(first) = logits.first() {
+            total = total + first.clone().sum().mul_scalar(0.0);
+        }
     }
     Ok(total)
 }
@@ -783,6 +817,7 @@ fn validate<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::ElementConversion;
 
     fn example(image: usize, labels: &[Option<usize>]) -> Example {
         Example {
@@ -858,7 +893,7 @@ mod tests {
         let (first, second) = (example(0, &[Some(0)]), example(1, &[None]));
         let rows = [&first, &second];
         let loss = |offsets: Option<&[Tensor<B, 2>]>| -> f32 {
-            heads_loss(&logits, &rows, offsets, &device)
+            heads_loss(&logits, &rows, 0..2, offsets, &device)
                 .unwrap()
                 .into_scalar()
                 .elem()
@@ -873,6 +908,88 @@ mod tests {
         .expect("offsets given");
         let shifted = loss(Some(&shift));
         assert!((shifted - 2f32.ln()).abs() < 1e-5, "{shifted}");
+    }
+
+    /// Every float parameter's values, in the module's order.
+    fn parameter_values<B: Backend, M: burn::module::Module<B>>(module: &M) -> Vec<f32> {
+        struct Collect(Vec<f32>);
+        impl<B: Backend> burn::module::ModuleVisitor<B> for Collect {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+                self.0
+                    .extend(param.val().into_data().to_vec::<f32>().unwrap());
+            }
+        }
+        let mut collect = Collect(Vec::new());
+        module.visit(&mut collect);
+        collect.0
+    }
+
+    #[test]
+    fn a_batch_cut_into_parts_gives_the_whole_batch_gradient() {
+        use burn::optim::SgdConfig;
+        use burn::tensor::Distribution;
+        type AB = burn::backend::Autodiff<crate::device::Cpu>;
+        let device = Default::default();
+        // Stochastic depth and both dropouts on, so the masks matter.
+        let backbone = crate::default_job::backbone_by_name("default-small")
+            .unwrap()
+            .with_drop_path_rate(0.5);
+        let config = GarmentModelConfig::new(
+            backbone,
+            model_core::heads::HeadConfig::new().with_head_dim(32),
+            vec![3, 4],
+        )
+        .with_feature_dropout(0.3);
+        let model = config.init::<AB>(&device);
+        let x = Tensor::<AB, 4>::random([7, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        // Unlabelled rows here and there: the parts hold different counts of each.
+        let labels: [[Option<usize>; 2]; 7] = [
+            [Some(0), Some(3)],
+            [None, Some(1)],
+            [Some(2), None],
+            [Some(1), Some(0)],
+            [None, None],
+            [Some(0), Some(2)],
+            [Some(2), None],
+        ];
+        let examples: Vec<Example> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| example(i, l))
+            .collect();
+        let rows: Vec<&Example> = examples.iter().collect();
+        let step = |parts: usize| {
+            let (grads, loss) = grads_in_parts(&model, 7, parts, 11, &device, |part, range| {
+                let out = part.forward(x.clone().narrow(0, range.start, range.len()));
+                heads_loss(&out.logits, &rows, range, None, &device)
+            })
+            .unwrap();
+            let mut sgd = SgdConfig::new().init::<AB, GarmentModel<AB>>();
+            (parameter_values(&sgd.step(1.0, model.clone(), grads)), loss)
+        };
+        // Cut first, while the parameters' initial values are not yet drawn: the
+        // parts' copies must not each draw their own.
+        let first = step(3);
+        let (whole, whole_loss) = step(1);
+        assert!(whole_loss > 0.0);
+        assert_ne!(whole, parameter_values(&model), "the step changed nothing");
+        for (parts, (cut, loss)) in [(3, first.clone()), (2, step(2)), (7, step(7))] {
+            assert!(
+                (loss - whole_loss).abs() < 1e-5 * whole_loss,
+                "{parts} parts: loss {loss} against {whole_loss}"
+            );
+            let worst = whole
+                .iter()
+                .zip(&cut)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst < 1e-5,
+                "{parts} parts: weights after the step differ by {worst}"
+            );
+        }
+        // The same parts again: the same result to the bit.
+        assert_eq!(step(3).0, first.0);
     }
 
     #[test]
@@ -899,7 +1016,9 @@ mod tests {
         json.as_object_mut().unwrap().remove("phase1_rows");
         json.as_object_mut().unwrap().remove("logit_adjust");
         json.as_object_mut().unwrap().remove("ema_decay");
+        json.as_object_mut().unwrap().remove("batch_parts");
         let old: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(old.batch_parts, None, "parts chosen from the device");
         assert_eq!(old.phase1_rows, Phase1Rows::Full);
         assert_eq!(old.logit_adjust, 0.0);
         assert_eq!(

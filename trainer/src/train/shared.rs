@@ -25,11 +25,12 @@ use super::{
 use crate::fsutil::{read_json, write_atomic, write_json};
 use crate::rng::{derive_seed, Rng};
 use crate::train::batch::{pixel_data, prefetched, EpochAugment};
+use crate::train::parts::grads_in_parts;
 use anyhow::{bail, Context as _, Result};
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
-use burn::optim::{GradientsParams, Optimizer};
+use burn::module::{AutodiffModule, Module};
+use burn::optim::Optimizer;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::Tensor;
 use model_core::convnext::ConvNext;
 use model_core::export::slug;
 use model_core::heads::AttributeHead;
@@ -120,18 +121,6 @@ impl SharedPaths {
     }
 }
 
-/// `module` with every parameter's initial values drawn, in the module's order.
-fn initialised<B: Backend, M: Module<B>>(module: M) -> M {
-    struct Draw;
-    impl<B: Backend> ModuleVisitor<B> for Draw {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            param.val();
-        }
-    }
-    module.visit(&mut Draw);
-    module
-}
-
 /// How the shared stage ended.
 pub enum SharedOutcome {
     Finished,
@@ -167,7 +156,7 @@ pub fn train_shared<B: AutodiffBackend>(
             B::seed(device, derive_seed(cfg.seed, &[index as u64, 0xC0FFEE]));
             // Burn draws a parameter's initial values when it is first read, so read
             // them all now, while the seed is this category's.
-            let mut model = initialised(config.init::<B>(device));
+            let mut model = super::parts::initialised(config.init::<B>(device));
             if backbone.is_none() {
                 if let Some(load) = ctx.pretrained {
                     let bytes = load(config.clone())?;
@@ -394,9 +383,25 @@ fn run_shared_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
         let examples: Vec<&Example> = positions.iter().map(|&i| rows[*c][i]).collect();
         let mut shared = slot.take().expect("the model is back after every step");
         let model = shared.category(*c);
-        let out = model.forward(Tensor::<B, 4>::from_data(pixels, device));
-        let loss = heads_loss(&out.logits, &examples, offsets[*c].as_deref(), device)?;
-        let value: f64 = loss.clone().into_scalar().elem::<f64>();
+        let pixels = Tensor::<B, 4>::from_data(pixels, device);
+        let (grads, value) = grads_in_parts(
+            &model,
+            examples.len(),
+            ctx.batch_parts,
+            derive_seed(epoch_seed, &[b as u64]),
+            device,
+            |part, range| {
+                let len = range.len();
+                let out = part.forward(pixels.clone().narrow(0, range.start, len));
+                heads_loss(
+                    &out.logits,
+                    &examples,
+                    range,
+                    offsets[*c].as_deref(),
+                    device,
+                )
+            },
+        )?;
         if !value.is_finite() {
             bail!(
                 "shared stage: the loss became {value} at batch {} ({}); try a lower --lr",
@@ -407,7 +412,6 @@ fn run_shared_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
         loss_sum += value;
         per_category[*c].0 += value;
         per_category[*c].1 += 1;
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
         let lr = step_lr(
             cfg.lr_schedule,
             plateau.lr,
