@@ -300,9 +300,15 @@ fn resume_after_a_kill_gives_the_uninterrupted_result() {
     let root = tmp.0.clone();
     let data = root.join("data");
     synth(&data, "30", "32");
-    resume_matches_the_uninterrupted_run(&data, &root.join("plain"), &[]);
-    // With a running average of the weights, which the checkpoint must carry too.
-    resume_matches_the_uninterrupted_run(&data, &root.join("ema"), &["--ema-decay", "0.9"]);
+    // Batches of 8 as one part, then with a running average of the weights (which
+    // the checkpoint must carry too) and cut into three uneven parts (3, 3, 2 rows),
+    // whatever the machine's thread count.
+    resume_matches_the_uninterrupted_run(&data, &root.join("plain"), &["--batch-parts", "1"]);
+    resume_matches_the_uninterrupted_run(
+        &data,
+        &root.join("ema"),
+        &["--ema-decay", "0.9", "--batch-parts", "3"],
+    );
 }
 
 fn resume_matches_the_uninterrupted_run(data: &Path, root: &Path, extra: &[&str]) {

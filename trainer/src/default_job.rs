@@ -441,10 +441,14 @@ mod tests {
             "0.3",
             "--ema-decay",
             "0.999",
+            "--batch-parts",
+            "3",
         ])
         .unwrap();
         assert_eq!(plain.ema_decay, 0.0, "no average unless asked for");
         assert_eq!(set.ema_decay, 0.999);
+        assert_eq!(plain.batch_parts, None, "parts chosen from the device");
+        assert_eq!(set.batch_parts, Some(3));
         assert_eq!(set.weight_decay, 0.01);
         assert_eq!(set.backbone.drop_path_rate, 0.0);
         assert_eq!(set.head.classifier_dropout, vec![0.3, 0.15]);
@@ -454,6 +458,7 @@ mod tests {
             ("--head-dropout", "1.2"),
             ("--ema-decay", "1"),
             ("--ema-decay", "-0.5"),
+            ("--batch-parts", "0"),
         ] {
             let arg = format!("{flag}={value}");
             let err = parse_train(&[&arg]).unwrap_err().to_string();
