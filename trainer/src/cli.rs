@@ -322,6 +322,9 @@ pub fn run(cli: Cli) -> Result<()> {
             warmup,
             json,
         }) => {
+            if batch_parts == Some(0) {
+                bail!("--batch-parts must be at least 1");
+            }
             let config = crate::bench_model::BenchConfig {
                 backbone,
                 image_size,
