@@ -76,6 +76,8 @@ impl GarmentModelConfig {
 #[derive(Module, Debug)]
 pub struct FeatureLayer<B: Backend> {
     pub conv: Conv2d<B>,
+    /// The dropout rate. Its masks come from [`crate::masks::dropout`]; the field stays
+    /// Burn's `Dropout` so saved records keep their layout.
     pub dropout: Dropout,
 }
 

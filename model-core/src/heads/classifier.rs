@@ -11,6 +11,8 @@ use burn::tensor::{backend::Backend, Tensor};
 pub struct HiddenLayer<B: Backend> {
     pub linear: Linear<B>,
     pub norm: LayerNorm<B>,
+    /// The dropout rate. Its masks come from [`crate::masks::dropout`]; the field stays
+    /// Burn's `Dropout` so saved records keep their layout.
     pub dropout: Dropout,
 }
 
