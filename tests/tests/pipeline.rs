@@ -429,6 +429,29 @@ fn shared_stage_trains_one_backbone_and_resumes_to_the_same_result() {
         std::fs::read(straight.join("men-tshirts/best.safetensors")).unwrap()
     );
 
+    // With a budget the first epoch already used up, the stage stops after it, says
+    // so, keeps that choice in its state, and the phases still run.
+    let budgeted = root.join("budgeted");
+    let mut args = tiny_train_args(&data, &budgeted, "1", "1");
+    args.extend(["--shared-epochs", "4", "--time-budget", "0.0001"]);
+    let out = String::from_utf8_lossy(&trainer_ok(&args).stdout).to_string();
+    assert!(out.contains("1 of 4 epochs fit"), "{out}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(budgeted.join("shared/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["planned_epochs"], 1);
+    assert_eq!(state["epochs_done"], 1);
+    let log = std::fs::read_to_string(budgeted.join("train_log.jsonl")).unwrap();
+    let shared = log
+        .lines()
+        .filter(|l| l.contains("\"stage\":\"shared\""))
+        .count();
+    assert_eq!(
+        shared, 2,
+        "one shared epoch for each of the two categories:\n{log}"
+    );
+    assert!(budgeted.join("kurtis/best.safetensors").exists());
+
     // Killed after the stage's first epoch, then resumed: the same weights.
     let killed = root.join("killed");
     let args = with_shared(&killed);

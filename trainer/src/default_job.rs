@@ -112,6 +112,7 @@ pub fn train_config(args: TrainArgs) -> Result<(TrainConfig, DeviceChoice, bool,
             .unwrap_or(if pretrained { 512 } else { 128 }),
         batch_size: args.batch_size.unwrap_or(if pretrained { 4 } else { 32 }),
         shared_epochs: args.shared_epochs.unwrap_or(0),
+        time_budget_min: args.time_budget,
         phase1_epochs: args.phase1_epochs.unwrap_or(10),
         phase2_epochs: args.phase2_epochs.unwrap_or(3),
         phase2_rounds: args.phase2_rounds.unwrap_or(1),
@@ -165,6 +166,16 @@ fn check(config: &TrainConfig) -> Result<()> {
     }
     if config.batch_parts == Some(0) {
         bail!("--batch-parts must be at least 1");
+    }
+    if let Some(minutes) = config.time_budget_min {
+        if !(minutes > 0.0 && minutes.is_finite()) {
+            bail!("--time-budget {minutes} must be a positive number of minutes");
+        }
+        if config.shared_epochs == 0 {
+            bail!(
+                "--time-budget sizes the shared stage: give --shared-epochs too (its most epochs)"
+            );
+        }
     }
     if !(config.weight_decay >= 0.0 && config.weight_decay.is_finite()) {
         bail!(
@@ -260,6 +271,9 @@ pub fn default_train_config(data: &Path, synth: &SynthConfig) -> Result<TrainCon
         // (0.8114 against 0.8046) and 16 per category alone (0.7821). Two more shared
         // epochs fit in the time the patch-convolution kernel saved.
         shared_epochs: 14,
+        // The job's 15 minutes hold on a slower machine too: there the shared stage
+        // runs fewer of its 14 epochs (`train::budget`), and the score is lower.
+        time_budget_min: Some(15.0),
         phase1_epochs: 4,
         phase2_epochs: 2,
         phase2_rounds: 1,
@@ -464,6 +478,26 @@ mod tests {
             let err = parse_train(&[&arg]).unwrap_err().to_string();
             assert!(err.contains(flag), "{flag} {value}: {err}");
         }
+    }
+
+    #[test]
+    fn a_time_budget_needs_a_shared_stage_and_positive_minutes() {
+        assert_eq!(parse_train(&[]).unwrap().time_budget_min, None);
+        let set = parse_train(&["--shared-epochs", "6", "--time-budget", "2.5"]).unwrap();
+        assert_eq!(set.time_budget_min, Some(2.5));
+        for args in [
+            &["--time-budget", "5"][..],
+            &["--shared-epochs", "6", "--time-budget", "0"],
+            &["--shared-epochs", "6", "--time-budget=-1"],
+            &["--shared-epochs", "6", "--time-budget", "inf"],
+        ] {
+            let err = parse_train(args).unwrap_err().to_string();
+            assert!(err.contains("--time-budget"), "{args:?}: {err}");
+        }
+        // The default job's own budget is the 15 minutes.
+        let job = default_train_config(Path::new("data"), &default_synth()).unwrap();
+        assert_eq!(job.time_budget_min, Some(15.0));
+        check(&job).unwrap();
     }
 
     #[test]

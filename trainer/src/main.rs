@@ -1,6 +1,8 @@
 use clap::Parser;
 
 fn main() {
+    // `--time-budget` counts from here.
+    trainer::train::budget::process_clock();
     tune_allocator();
     quiet_vulkan_device_select();
     let cli = trainer::cli::Cli::parse();

@@ -28,6 +28,11 @@ pub struct TrainConfig {
     /// per-category phases (runs saved before this option: none).
     #[serde(default)]
     pub shared_epochs: usize,
+    /// Minutes the whole process should take (`train::budget`): the shared stage then
+    /// runs as many of its `shared_epochs` as fit, decided after its first epoch.
+    /// `None` (and runs saved before this option) runs them all.
+    #[serde(default)]
+    pub time_budget_min: Option<f64>,
     pub phase1_epochs: usize,
     pub phase2_epochs: usize,
     pub phase2_rounds: usize,

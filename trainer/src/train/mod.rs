@@ -22,6 +22,7 @@
 //! each category's phase one then starts from that backbone and its own heads.
 
 pub mod batch;
+pub mod budget;
 pub mod config;
 pub mod ema;
 pub mod parts;
@@ -1017,8 +1018,10 @@ mod tests {
         json.as_object_mut().unwrap().remove("logit_adjust");
         json.as_object_mut().unwrap().remove("ema_decay");
         json.as_object_mut().unwrap().remove("batch_parts");
+        json.as_object_mut().unwrap().remove("time_budget_min");
         let old: TrainConfig = serde_json::from_value(json).unwrap();
         assert_eq!(old.batch_parts, None, "parts chosen from the device");
+        assert_eq!(old.time_budget_min, None, "no budget: every shared epoch");
         assert_eq!(old.phase1_rows, Phase1Rows::Full);
         assert_eq!(old.logit_adjust, 0.0);
         assert_eq!(

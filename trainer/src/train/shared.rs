@@ -90,6 +90,10 @@ pub struct SharedState {
     /// Updates of the running average of the weights so far (`--ema-decay`).
     #[serde(default)]
     pub ema_steps: u64,
+    /// The epochs the stage runs, when `--time-budget` chose them after the first
+    /// (`train::budget`); `None` before that, and without a budget: `--shared-epochs`.
+    #[serde(default)]
+    pub planned_epochs: Option<usize>,
 }
 
 /// Where the shared stage keeps its files.
@@ -138,7 +142,7 @@ pub fn train_shared<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<SharedOutcome> {
     let cfg = ctx.config;
-    let epochs = cfg.shared_epochs;
+    let mut epochs = cfg.shared_epochs;
     let paths = SharedPaths::new(ctx.paths);
     let names: Vec<String> = data.iter().map(|d| d.spec.name.clone()).collect();
     let configs: Vec<GarmentModelConfig> = data
@@ -207,6 +211,7 @@ pub fn train_shared<B: AutodiffBackend>(
             plateau: Plateau::new(cfg.lr, cfg.plateau),
             finished: false,
             ema_steps: 0,
+            planned_epochs: None,
         };
         (fresh()?, state)
     };
@@ -230,6 +235,9 @@ pub fn train_shared<B: AutodiffBackend>(
         // Each category then starts from its own fresh weights, as without the stage.
         println!("shared stage: no training row has the labels phase one needs; skipped");
         state.epochs_done = epochs;
+    }
+    if let Some(planned) = state.planned_epochs {
+        epochs = planned;
     }
     while state.epochs_done < epochs {
         let epoch = state.epochs_done;
@@ -283,6 +291,11 @@ pub fn train_shared<B: AutodiffBackend>(
             save_checkpoint(&ema.model, &paths.ema())?;
             state.ema_steps = ema.steps;
         }
+        if let (Some(minutes), None) = (cfg.time_budget_min, state.planned_epochs) {
+            let planned = plan_epochs(cfg, minutes, started.elapsed().as_secs_f64(), epochs);
+            state.planned_epochs = Some(planned);
+            epochs = planned;
+        }
         write_json(&paths.state(), &state)?;
         for (score, &loss) in scores.iter().zip(&losses) {
             append_log(
@@ -324,6 +337,20 @@ pub fn train_shared<B: AutodiffBackend>(
     state.finished = true;
     write_json(&paths.state(), &state)?;
     Ok(SharedOutcome::Finished)
+}
+
+/// The shared epochs that fit `minutes` from the process's start, at most `most`,
+/// the first having taken `epoch_s` seconds of wall time; says what it chose.
+fn plan_epochs(cfg: &super::config::TrainConfig, minutes: f64, epoch_s: f64, most: usize) -> usize {
+    use super::budget::{phase_work, process_clock, shared_epochs_within};
+    let elapsed = process_clock().elapsed().as_secs_f64();
+    let phases = phase_work(cfg);
+    let planned = shared_epochs_within(minutes * 60.0, elapsed, epoch_s, most, phases);
+    println!(
+        "shared stage: {planned} of {most} epochs fit the {minutes}-minute budget ({epoch_s:.1} s per epoch, {elapsed:.0} s gone, the phases about {:.0} s)",
+        phases * epoch_s
+    );
+    planned
 }
 
 /// One pass over every category's rows, their batches interleaved; `None` when

@@ -1,0 +1,91 @@
+//! `--time-budget MINUTES`: a run that should end within a given time of the process's
+//! start, whatever the machine.
+//!
+//! Only the shared stage's length moves: `--shared-epochs` becomes an upper bound, and
+//! once the stage's first epoch has run, its measured wall time (training, validation
+//! and checkpoints) prices everything still to come. The phases are priced in shared
+//! epochs by the images they pass: a phase-one epoch over every category's rows passes
+//! as many as a shared epoch; a phase-two epoch runs the frozen backbone forward only
+//! and was measured at 0.55-1.0 of a phase-one epoch in the default job's log, so it is
+//! counted as [`PHASE2_SHARE`]. What follows the phases (the final table, the curves,
+//! and in the default job the export and the test-image score) is counted as
+//! [`TAIL_SHARE`] of an epoch. The epochs that fit are fixed in the stage's
+//! `state.json`, so `--resume` keeps them whatever its own clock says.
+
+use super::config::TrainConfig;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// A phase-two epoch's time as a share of a phase-one epoch's (see the module docs).
+pub const PHASE2_SHARE: f64 = 0.75;
+/// The time after the last phase, as a share of one shared epoch's.
+pub const TAIL_SHARE: f64 = 0.5;
+
+/// When this process started (the first call; `main` makes it first thing).
+pub fn process_clock() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// The per-category phases of `config`, in shared epochs' time.
+pub fn phase_work(config: &TrainConfig) -> f64 {
+    config.phase1_epochs as f64
+        + PHASE2_SHARE * (config.phase2_epochs * config.phase2_rounds) as f64
+}
+
+/// How many shared epochs (the one just run included, at most `max_epochs`) fit in
+/// `budget_s` seconds, `elapsed_s` of which have passed at the end of the first epoch,
+/// which took `epoch_s`; `phase_epochs` is [`phase_work`]. At least the one already run.
+pub fn shared_epochs_within(
+    budget_s: f64,
+    elapsed_s: f64,
+    epoch_s: f64,
+    max_epochs: usize,
+    phase_epochs: f64,
+) -> usize {
+    let after = (phase_epochs + TAIL_SHARE) * epoch_s;
+    let left = budget_s - elapsed_s - after;
+    let more = if epoch_s > 0.0 && left > 0.0 {
+        (left / epoch_s).floor() as usize
+    } else {
+        0
+    };
+    (1 + more).clamp(1, max_epochs.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_epochs_that_fit_are_counted_from_the_first_one() {
+        // 900 s budget, 75 s gone after a 60 s first epoch, phases of 5.5 epochs and
+        // the tail of half a one: 900 - 75 - 360 = 465 s left, 7 more epochs.
+        assert_eq!(shared_epochs_within(900.0, 75.0, 60.0, 14, 5.5), 8);
+        // Capped at --shared-epochs.
+        assert_eq!(shared_epochs_within(900.0, 75.0, 10.0, 14, 5.5), 14);
+        // Nothing left (or already over): the epoch run is the only one.
+        assert_eq!(shared_epochs_within(100.0, 75.0, 60.0, 14, 5.5), 1);
+        assert_eq!(shared_epochs_within(10.0, 75.0, 60.0, 14, 5.5), 1);
+        // Exactly one more epoch's time left.
+        assert_eq!(
+            shared_epochs_within(75.0 + 60.0 * 7.0, 75.0, 60.0, 14, 5.5),
+            2
+        );
+        // An epoch too fast to time does not divide by zero.
+        assert_eq!(shared_epochs_within(900.0, 1.0, 0.0, 14, 5.5), 1);
+    }
+
+    #[test]
+    fn phases_are_priced_in_shared_epochs() {
+        let mut config = crate::default_job::default_train_config(
+            std::path::Path::new("data"),
+            &crate::default_job::default_synth(),
+        )
+        .unwrap();
+        config.phase1_epochs = 4;
+        config.phase2_epochs = 2;
+        config.phase2_rounds = 3;
+        assert_eq!(phase_work(&config), 4.0 + 0.75 * 6.0);
+    }
+}
