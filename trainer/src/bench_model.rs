@@ -2,7 +2,7 @@
 //! step with `--train`) on random inputs, and the process's peak memory.
 
 use crate::device::{self, BackendTask, Chosen, DeviceChoice};
-use crate::train::parts::{batch_parts, grads_in_parts};
+use crate::train::parts::{batch_parts, grads_in_parts, logits_in_parts};
 use anyhow::Result;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, Optimizer};
@@ -34,7 +34,7 @@ pub struct BenchResult {
     pub warmup_s: f64,
     /// Seconds of the first iteration alone.
     pub first_iteration_s: f64,
-    /// Parts each training batch was cut into (1 for inference).
+    /// Parts each batch was cut into (`--batch-parts`).
     pub batch_parts: usize,
 }
 
@@ -46,8 +46,8 @@ pub struct BenchConfig {
     pub batch_size: usize,
     pub train: bool,
     pub head_dim: usize,
-    /// Parts a training batch is cut into (`train::parts`); `None` chooses as
-    /// training does.
+    /// Parts a batch is cut into (`train::parts`); `None` chooses as training,
+    /// evaluation and prediction do.
     pub batch_parts: Option<usize>,
     /// Iterations run before timing (kernel compilation, autotuning, allocation).
     pub warmup: usize,
@@ -130,11 +130,7 @@ impl BackendTask for BenchTask<'_> {
     type Output = Result<Measured>;
     fn run<B: AutodiffBackend>(self, device: B::Device, chosen: &Chosen) -> Self::Output {
         let cfg = self.config;
-        let parts = if cfg.train {
-            batch_parts(cfg.batch_parts, cfg.batch_size, chosen.kind() == "cpu")
-        } else {
-            1
-        };
+        let parts = batch_parts(cfg.batch_parts, cfg.batch_size, chosen.kind() == "cpu");
         let backbone = crate::default_job::backbone_by_name(&cfg.backbone)?;
         let taxonomy = Taxonomy::meesho();
         let category = taxonomy.category("Men Tshirts")?;
@@ -213,8 +209,8 @@ impl BackendTask for BenchTask<'_> {
             let x = x.inner();
             loop {
                 let started = Instant::now();
-                let out = model.forward(x.clone());
-                for l in out.logits {
+                // As evaluation and prediction run a batch.
+                for l in logits_in_parts(&model, x.clone(), parts) {
                     let _ = l.into_data();
                 }
                 if clock.record(started.elapsed()) {

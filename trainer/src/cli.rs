@@ -229,8 +229,10 @@ pub enum Command {
         /// Width of the attribute heads.
         #[arg(long, default_value_t = 512)]
         head_dim: usize,
-        /// With --train: cut each batch into N parts run side by side, as `train
-        /// --batch-parts` does [default: as training chooses].
+        /// Cut each batch into N parts run side by side, as `train --batch-parts`
+        /// does for training steps and evaluation and prediction do for inference
+        /// [default: as they choose: one per CPU thread with at least 4 rows each, 1
+        /// on a GPU].
         #[arg(long)]
         batch_parts: Option<usize>,
         /// Seconds to time, at least.

@@ -2,6 +2,7 @@
 
 use crate::device::{self, BackendTask, Chosen, DeviceChoice};
 use crate::run::Run;
+use crate::train::parts::{batch_parts, logits_in_parts};
 use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -29,11 +30,13 @@ struct Report<'a> {
 }
 
 /// Every head's logits for `inputs` (CHW images at the model's size), one row per head
-/// per image: `out[image][head] = logits`.
+/// per image: `out[image][head] = logits`; each batch cut into `parts` parts run side
+/// by side.
 pub fn logits_rows<B: Backend>(
     model: &GarmentModel<B>,
     inputs: &[Vec<f32>],
     pre: &PreprocessConfig,
+    parts: usize,
     device: &B::Device,
 ) -> Result<Vec<Vec<Vec<f32>>>> {
     let size = pre.size as usize;
@@ -42,9 +45,7 @@ pub fn logits_rows<B: Backend>(
         let n = chunk.len();
         let x =
             Tensor::<B, 4>::from_data(TensorData::new(chunk.concat(), [n, 3, size, size]), device);
-        let heads: Vec<Vec<f32>> = model
-            .forward(x)
-            .logits
+        let heads: Vec<Vec<f32>> = logits_in_parts(model, x, parts)
             .into_iter()
             .map(|l| {
                 l.into_data()
@@ -76,9 +77,11 @@ struct PredictTask<'a> {
 
 impl BackendTask for PredictTask<'_> {
     type Output = Result<Vec<Vec<Vec<f32>>>>;
-    fn run<B: AutodiffBackend>(self, device: B::Device, _chosen: &Chosen) -> Self::Output {
+    fn run<B: AutodiffBackend>(self, device: B::Device, chosen: &Chosen) -> Self::Output {
         let model = self.run.load_model::<B>(self.category, &device)?.valid();
-        logits_rows(&model, self.inputs, &self.run.config.preprocess(), &device)
+        let cfg = &self.run.config;
+        let parts = batch_parts(cfg.batch_parts, BATCH, chosen.kind() == "cpu");
+        logits_rows(&model, self.inputs, &cfg.preprocess(), parts, &device)
     }
 }
 
@@ -151,8 +154,11 @@ struct SubmissionTask<'a> {
 
 impl BackendTask for SubmissionTask<'_> {
     type Output = Result<std::collections::HashMap<u64, Vec<usize>>>;
-    fn run<B: AutodiffBackend>(self, device: B::Device, _chosen: &Chosen) -> Self::Output {
+    fn run<B: AutodiffBackend>(self, device: B::Device, chosen: &Chosen) -> Self::Output {
         let dataset = &self.data.dataset;
+        let cfg = &self.run.config;
+        let batch = cfg.batch_size * 2;
+        let parts = batch_parts(cfg.batch_parts, batch, chosen.kind() == "cpu");
         let test = &self.data.loaded.test;
         let mut predictions = std::collections::HashMap::new();
         for name in self.run.trained_categories() {
@@ -171,13 +177,12 @@ impl BackendTask for SubmissionTask<'_> {
                 continue;
             }
             let model = self.run.load_model::<B>(&name, &device)?.valid();
-            let cfg = &self.run.config;
             let classes = crate::train::predict_classes(
                 &model,
                 &test.images,
                 &images,
                 &cfg.preprocess(),
-                cfg.batch_size * 2,
+                (batch, parts),
                 &device,
             )?;
             for (k, classes) in images.into_iter().zip(classes) {

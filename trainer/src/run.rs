@@ -401,8 +401,10 @@ struct EvaluateTask<'a> {
 
 impl BackendTask for EvaluateTask<'_> {
     type Output = Result<Score>;
-    fn run<B: AutodiffBackend>(self, device: B::Device, _chosen: &Chosen) -> Self::Output {
+    fn run<B: AutodiffBackend>(self, device: B::Device, chosen: &Chosen) -> Self::Output {
         let cfg = &self.run.config;
+        let batch = cfg.batch_size * 2;
+        let parts = train::parts::batch_parts(cfg.batch_parts, batch, chosen.kind() == "cpu");
         let mut categories: Vec<CategoryScore> = Vec::new();
         for name in self.run.trained_categories() {
             let data = self
@@ -432,7 +434,7 @@ impl BackendTask for EvaluateTask<'_> {
                 store,
                 &images,
                 &cfg.preprocess(),
-                cfg.batch_size * 2,
+                (batch, parts),
                 &device,
             )?;
             let scores = data

@@ -749,19 +749,20 @@ fn progress_bar(ctx: &Context<'_>, len: u64, prefix: &str) -> ProgressBar {
     bar
 }
 
-/// Predicted class of every attribute for `images` of `store`, in chunks.
+/// Predicted class of every attribute for `images` of `store`, in chunks of `batch`,
+/// each cut into `parts` parts run side by side ([`parts::logits_in_parts`]).
 pub fn predict_classes<B: Backend>(
     model: &GarmentModel<B>,
     store: &ImageStore,
     images: &[usize],
     pre: &PreprocessConfig,
-    batch: usize,
+    (batch, parts): (usize, usize),
     device: &B::Device,
 ) -> Result<Vec<Vec<usize>>> {
     let mut out = Vec::with_capacity(images.len());
     for chunk in images.chunks(batch.max(1)) {
         let x = pixels::<B>(store, chunk, None, pre, device)?;
-        let logits = model.forward(x).logits;
+        let logits = parts::logits_in_parts(model, x, parts);
         let per_head: Vec<Vec<usize>> = logits
             .into_iter()
             .map(|l| -> Result<Vec<usize>> {
@@ -794,7 +795,7 @@ fn validate<B: Backend>(
         ctx.train_images,
         &images,
         &ctx.preprocess,
-        ctx.config.batch_size * 2,
+        (ctx.config.batch_size * 2, ctx.batch_parts),
         device,
     )?;
     let mut tallies: Vec<AttributeTally> = data

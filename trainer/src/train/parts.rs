@@ -20,6 +20,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use model_core::masks::with_row_masks;
+use model_core::model::GarmentModel;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -107,6 +108,42 @@ where
     Ok((sum.grads(), loss))
 }
 
+/// Every head's logits for the batch `x`, computed in `parts` parts side by side on
+/// the inference backend (rows do not meet in the network: its normalisations are per
+/// image), each head's rows in the batch's order. Each part runs on a clone of `model`
+/// (the same tensors, not copies). A single part runs on the calling thread.
+pub fn logits_in_parts<B: Backend>(
+    model: &GarmentModel<B>,
+    x: Tensor<B, 4>,
+    parts: usize,
+) -> Vec<Tensor<B, 2>> {
+    let rows = x.dims()[0];
+    let ranges = part_ranges(rows, parts);
+    if ranges.len() == 1 {
+        return model.forward(x).logits;
+    }
+    let inputs: Vec<(GarmentModel<B>, Tensor<B, 4>)> = ranges
+        .into_iter()
+        .map(|range| (model.clone(), x.clone().narrow(0, range.start, range.len())))
+        .collect();
+    // `collect` keeps the parts' order.
+    let outputs: Vec<Vec<Tensor<B, 2>>> = inputs
+        .into_par_iter()
+        .map(|(part, x)| part.forward(x).logits)
+        .collect();
+    let heads = outputs[0].len();
+    let mut by_head: Vec<Vec<Tensor<B, 2>>> = (0..heads).map(|_| Vec::new()).collect();
+    for part in outputs {
+        for (h, logits) in part.into_iter().enumerate() {
+            by_head[h].push(logits);
+        }
+    }
+    by_head
+        .into_iter()
+        .map(|pieces| Tensor::cat(pieces, 0))
+        .collect()
+}
+
 /// `module` with every parameter's initial values drawn, in the module's order (Burn
 /// draws a parameter's values when it is first read, and a clone of a parameter not
 /// yet read draws its own).
@@ -144,6 +181,43 @@ mod tests {
                 let lens: Vec<usize> = ranges.iter().map(|r| r.len()).collect();
                 let (lo, hi) = (lens.iter().min().unwrap(), lens.iter().max().unwrap());
                 assert!(*lo >= 1 && hi - lo <= 1, "{rows} rows in {parts}: {lens:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn inference_in_parts_gives_the_whole_batch_logits() {
+        use burn::tensor::Distribution;
+        use model_core::model::GarmentModelConfig;
+        type B = crate::device::Cpu;
+        let device = Default::default();
+        let config = GarmentModelConfig::new(
+            crate::default_job::backbone_by_name("default-small").unwrap(),
+            model_core::heads::HeadConfig::new().with_head_dim(32),
+            vec![3, 5, 2],
+        );
+        let model = config.init::<B>(&device);
+        let x = Tensor::<B, 4>::random([7, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        let whole: Vec<Vec<f32>> = model
+            .forward(x.clone())
+            .logits
+            .into_iter()
+            .map(|l| l.into_data().to_vec::<f32>().unwrap())
+            .collect();
+        // 7 rows in 2, 3 and 7 parts (uneven, and one row each).
+        for parts in [2, 3, 7] {
+            let cut = logits_in_parts(&model, x.clone(), parts);
+            assert_eq!(cut.len(), whole.len(), "{parts} parts: heads");
+            for (h, (logits, expected)) in cut.into_iter().zip(&whole).enumerate() {
+                assert_eq!(logits.dims()[0], 7);
+                let got = logits.into_data().to_vec::<f32>().unwrap();
+                assert_eq!(got.len(), expected.len());
+                for (a, b) in got.iter().zip(expected) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                        "{parts} parts, head {h}: {a} against {b}"
+                    );
+                }
             }
         }
     }
