@@ -330,6 +330,9 @@ fn fused_pointwise_matches_composed_values_and_gradients() {
     // [batch, inputs, outputs, positions]
     for [n, ci, co, p] in [
         [1, 5, 7, 13],
+        // One sample, its 41 output rows cut into blocks (21 + 20 rows with two
+        // threads, 11 + 11 + 11 + 8 with four).
+        [1, 24, 41, 30],
         [2, 24, 96, 49],
         [9, 3, 11, 17],
         [33, 1, 4, 1],

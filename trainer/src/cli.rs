@@ -65,10 +65,10 @@ pub struct TrainArgs {
     /// each category's phase one starts [default: 0, none].
     #[arg(long)]
     pub shared_epochs: Option<usize>,
-    /// Finish within MINUTES of the start, whatever the machine: after the shared
-    /// stage's first epoch its measured time decides how many of --shared-epochs fit
-    /// before the phases (which keep their epochs); the choice is kept for --resume
-    /// [default: no limit].
+    /// Aim to finish within MINUTES of the start, whatever the machine: after the
+    /// shared stage's first epoch its measured time decides how many of
+    /// --shared-epochs fit before the phases (which keep their epochs); the choice is
+    /// kept for --resume [default: no limit].
     #[arg(long, value_name = "MINUTES")]
     pub time_budget: Option<f64>,
     /// Epochs of phase one (whole network; rows: see --phase1-rows) [default: 10].
