@@ -157,8 +157,7 @@ impl BackendTask for SubmissionTask<'_> {
     fn run<B: AutodiffBackend>(self, device: B::Device, chosen: &Chosen) -> Self::Output {
         let dataset = &self.data.dataset;
         let cfg = &self.run.config;
-        let batch = cfg.batch_size * 2;
-        let parts = batch_parts(cfg.batch_parts, batch, chosen.kind() == "cpu");
+        let batch = cfg.inference_batch(chosen.kind() == "cpu");
         let test = &self.data.loaded.test;
         let mut predictions = std::collections::HashMap::new();
         for name in self.run.trained_categories() {
@@ -182,7 +181,7 @@ impl BackendTask for SubmissionTask<'_> {
                 &test.images,
                 &images,
                 &cfg.preprocess(),
-                (batch, parts),
+                batch,
                 &device,
             )?;
             for (k, classes) in images.into_iter().zip(classes) {

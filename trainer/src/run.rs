@@ -24,6 +24,17 @@ impl TrainConfig {
     pub fn preprocess(&self) -> PreprocessConfig {
         PreprocessConfig::imagenet(self.image_size)
     }
+
+    /// The rows scored at once when this run's images are labelled (validation,
+    /// evaluation, a submission: twice the training batch, no gradients to keep), and
+    /// the parts each such batch is cut into (`train::parts`).
+    pub fn inference_batch(&self, on_cpu: bool) -> (usize, usize) {
+        let batch = self.batch_size * 2;
+        (
+            batch,
+            train::parts::batch_parts(self.batch_parts, batch, on_cpu),
+        )
+    }
 }
 
 /// A data set with its images loaded at a run's input size.
@@ -403,8 +414,7 @@ impl BackendTask for EvaluateTask<'_> {
     type Output = Result<Score>;
     fn run<B: AutodiffBackend>(self, device: B::Device, chosen: &Chosen) -> Self::Output {
         let cfg = &self.run.config;
-        let batch = cfg.batch_size * 2;
-        let parts = train::parts::batch_parts(cfg.batch_parts, batch, chosen.kind() == "cpu");
+        let batch = cfg.inference_batch(chosen.kind() == "cpu");
         let mut categories: Vec<CategoryScore> = Vec::new();
         for name in self.run.trained_categories() {
             let data = self
@@ -429,14 +439,8 @@ impl BackendTask for EvaluateTask<'_> {
             }
             let model = self.run.load_model::<B>(&name, &device)?.valid();
             let images: Vec<usize> = rows.iter().map(|e| e.image).collect();
-            let predicted = train::predict_classes(
-                &model,
-                store,
-                &images,
-                &cfg.preprocess(),
-                (batch, parts),
-                &device,
-            )?;
+            let predicted =
+                train::predict_classes(&model, store, &images, &cfg.preprocess(), batch, &device)?;
             let scores = data
                 .spec
                 .attributes

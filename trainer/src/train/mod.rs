@@ -795,7 +795,8 @@ fn validate<B: Backend>(
         ctx.train_images,
         &images,
         &ctx.preprocess,
-        (ctx.config.batch_size * 2, ctx.batch_parts),
+        // As `trainer evaluate` scores the run.
+        ctx.config.inference_batch(ctx.device_name == "cpu"),
         device,
     )?;
     let mut tallies: Vec<AttributeTally> = data
