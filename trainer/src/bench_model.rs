@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchResult {
     pub backbone: String,
+    /// The category whose heads the network carried.
+    pub category: String,
     pub image_size: u32,
     pub batch_size: usize,
     pub device: String,
@@ -46,6 +48,8 @@ pub struct BenchConfig {
     pub batch_size: usize,
     pub train: bool,
     pub head_dim: usize,
+    /// The category whose heads the network carries.
+    pub category: String,
     /// Parts a batch is cut into (`train::parts`); `None` chooses as training,
     /// evaluation and prediction do.
     pub batch_parts: Option<usize>,
@@ -133,7 +137,9 @@ impl BackendTask for BenchTask<'_> {
         let parts = batch_parts(cfg.batch_parts, cfg.batch_size, chosen.kind() == "cpu");
         let backbone = crate::default_job::backbone_by_name(&cfg.backbone)?;
         let taxonomy = Taxonomy::meesho();
-        let category = taxonomy.category("Men Tshirts")?;
+        let category = taxonomy
+            .category(&cfg.category)
+            .map_err(|e| anyhow::anyhow!("--category: {e}"))?;
         let model_config = GarmentModelConfig::for_category(
             backbone,
             HeadConfig::new().with_head_dim(cfg.head_dim),
@@ -242,6 +248,7 @@ pub fn bench(config: &BenchConfig, device_choice: DeviceChoice, json: bool) -> R
     let measured = device::run_on(&chosen, BenchTask { config })?;
     let result = BenchResult {
         backbone: config.backbone.clone(),
+        category: config.category.clone(),
         image_size: config.image_size,
         batch_size: config.batch_size,
         device: chosen.kind().to_string(),
@@ -258,8 +265,9 @@ pub fn bench(config: &BenchConfig, device_choice: DeviceChoice, json: bool) -> R
         println!("{}", serde_json::to_string(&result)?);
     } else {
         println!(
-            "{} {} px, batch {}, {} on {}: {:.2} img/s over {} iterations (after {:.1} s of warm-up); peak memory {:.0} MiB; {} parameters",
+            "{} ({} heads) {} px, batch {}, {} on {}: {:.2} img/s over {} iterations (after {:.1} s of warm-up); peak memory {:.0} MiB; {} parameters",
             result.backbone,
+            result.category,
             result.image_size,
             result.batch_size,
             result.mode,

@@ -229,6 +229,10 @@ pub enum Command {
         /// Width of the attribute heads.
         #[arg(long, default_value_t = 512)]
         head_dim: usize,
+        /// The category whose attribute heads the network carries (a step's cost
+        /// grows with their number: 5 for Men Tshirts, 10 for Sarees).
+        #[arg(long, default_value = "Men Tshirts")]
+        category: String,
         /// Cut each batch into N parts run side by side, as `train --batch-parts`
         /// does for training steps and evaluation and prediction do for inference
         /// [default: as they choose: one per CPU thread with at least 4 rows each, 1
@@ -325,6 +329,7 @@ pub fn run(cli: Cli) -> Result<()> {
             device,
             train,
             head_dim,
+            category,
             batch_parts,
             seconds,
             warmup,
@@ -339,6 +344,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 batch_size,
                 train,
                 head_dim,
+                category,
                 batch_parts,
                 warmup,
                 min_time: std::time::Duration::from_secs_f64(seconds.max(0.0)),
