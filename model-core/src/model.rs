@@ -2,7 +2,7 @@
 //! attention head per attribute of the category.
 
 use crate::convnext::{global_average_pool, ConvNext, ConvNextConfig};
-use crate::heads::{AttributeHead, HeadConfig, HeadOutput};
+use crate::heads::{stacked, AttributeHead, HeadConfig, HeadOutput};
 use crate::kernels::gelu::gelu;
 use crate::taxonomy::CategorySpec;
 use burn::config::Config;
@@ -119,16 +119,22 @@ impl<B: Backend> GarmentModel<B> {
         self.feature.forward(self.backbone.forward_features(pixels))
     }
 
-    /// Runs every head on a shared feature map from [`Self::forward_shared`].
+    /// Runs every head on a shared feature map from [`Self::forward_shared`]: all at
+    /// once ([`crate::heads::stacked`]) when they are small and of one shape, as heads
+    /// built from one `HeadConfig` are, else one after another.
     pub fn forward_heads(&self, features: Tensor<B, 4>) -> GarmentOutput<B> {
         let pooled = global_average_pool(features.clone());
-        let (logits, attention) = self
-            .heads
-            .iter()
-            .map(|head| {
-                let HeadOutput { logits, attention } = head.forward(features.clone());
-                (logits, attention)
-            })
+        let outputs = if stacked::worth_stacking(&self.heads) {
+            stacked::forward_stacked(&self.heads, features)
+        } else {
+            self.heads
+                .iter()
+                .map(|head| head.forward(features.clone()))
+                .collect()
+        };
+        let (logits, attention) = outputs
+            .into_iter()
+            .map(|HeadOutput { logits, attention }| (logits, attention))
             .unzip();
         GarmentOutput {
             logits,

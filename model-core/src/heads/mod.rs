@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod classifier;
+pub mod stacked;
 
 use attention::{ChannelAttention, SpatialAttention};
 use burn::config::Config;
