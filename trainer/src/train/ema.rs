@@ -50,19 +50,7 @@ impl<M> Ema<M> {
         AM: AutodiffModule<AB, InnerModule = M>,
         M: Module<AB::InnerBackend>,
     {
-        let mut collect = Collect::<AB> {
-            tensors: Vec::new(),
-        };
-        trained.visit(&mut collect);
-        let mut blend = Blend::<AB::InnerBackend> {
-            trained: collect.tensors.into_iter(),
-            step: 1.0 - self.keep(),
-        };
-        self.model = self.model.clone().map(&mut blend);
-        assert!(
-            blend.trained.next().is_none(),
-            "the averaged module has fewer parameters than the trained one"
-        );
+        self.model = blend(self.model.clone(), trained, 1.0 - self.keep());
         self.steps += 1;
     }
 
@@ -89,6 +77,32 @@ impl<M> Ema<M> {
         );
         out
     }
+}
+
+/// `average` moved `step` (0 to 1) of the way towards `trained`, parameter by
+/// parameter: `avg + step * (param - avg)`.
+///
+/// # Panics
+/// If the two modules' parameters differ in number or size.
+pub fn blend<AB, AM>(average: AM::InnerModule, trained: &AM, step: f64) -> AM::InnerModule
+where
+    AB: AutodiffBackend,
+    AM: AutodiffModule<AB>,
+{
+    let mut collect = Collect::<AB> {
+        tensors: Vec::new(),
+    };
+    trained.visit(&mut collect);
+    let mut blend = Blend::<AB::InnerBackend> {
+        trained: collect.tensors.into_iter(),
+        step,
+    };
+    let moved = average.map(&mut blend);
+    assert!(
+        blend.trained.next().is_none(),
+        "the averaged module has fewer parameters than the trained one"
+    );
+    moved
 }
 
 /// Every float parameter of a module, flattened, in the module's own order.

@@ -15,7 +15,7 @@
 //! then): the per-category phase one that follows keeps its own best.
 
 use super::config::RunPaths;
-use super::ema::Ema;
+use super::ema::{blend, Ema};
 use super::plateau::Plateau;
 use super::{
     append_log, heads_loss, load_checkpoint, load_optimizer, logit_offsets, offset_rows,
@@ -400,6 +400,9 @@ fn run_shared_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
         pixel_data(ctx.train_images, &images, Some(augment), &ctx.preprocess)
     };
     let mut interrupted = false;
+    // Per category: the share of its tail's average still to move towards its weights
+    // (`average_step`); 1 when up to date.
+    let mut owed = vec![1.0f64; rows.len()];
     let mut slot = Some(model);
     prefetched(count, 2, prepare, |b, pixels| {
         if ctx.interrupted.load(Ordering::SeqCst) {
@@ -445,9 +448,12 @@ fn run_shared_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
             epoch * count + b,
             epochs * count,
         );
+        if let Some(ema) = ema.as_deref_mut() {
+            catch_up(ema, &mut owed, *c, &shared.tails[*c]);
+        }
         shared.put(*c, optim.step(lr, model, grads));
         if let Some(ema) = ema.as_deref_mut() {
-            ema.update(&shared);
+            average_step(ema, &mut owed, &shared, *c);
         }
         slot = Some(shared);
         done += examples.len();
@@ -465,9 +471,150 @@ fn run_shared_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
     }
     bar.finish_and_clear();
     let model = slot.expect("the model is back after every step");
+    if let Some(ema) = ema.as_deref_mut() {
+        for (c, tail) in model.tails.iter().enumerate() {
+            catch_up(ema, &mut owed, c, tail);
+        }
+    }
     let losses = per_category
         .iter()
         .map(|&(sum, n)| sum / n.max(1) as f64)
         .collect();
     Ok(Some((model, losses)))
+}
+
+/// The running average's update after an optimizer step on category `c`.
+///
+/// A step changes the backbone and `c`'s tail only; every other tail keeps its weights.
+/// Averaging towards an unchanged value at steps with keeps k1, k2, ... is one move of
+/// `1 - k1 * k2 * ...` of the way, so the other tails only record what they are owed
+/// (`owed`, the product of the keeps they missed), and [`catch_up`] makes the move when
+/// their category trains next or the epoch ends: the average of updating every tail at
+/// every step, to rounding, without touching every head of every category each step.
+fn average_step<B: AutodiffBackend>(
+    ema: &mut Ema<SharedModel<B::InnerBackend>>,
+    owed: &mut [f64],
+    shared: &SharedModel<B>,
+    c: usize,
+) {
+    let keep = ema.keep();
+    ema.model.backbone = blend(ema.model.backbone.clone(), &shared.backbone, 1.0 - keep);
+    ema.model.tails[c] = blend(ema.model.tails[c].clone(), &shared.tails[c], 1.0 - keep);
+    for (d, owed) in owed.iter_mut().enumerate() {
+        if d != c {
+            *owed *= keep;
+        }
+    }
+    ema.steps += 1;
+}
+
+/// Brings category `c`'s averaged tail up to date with `tail`, the weights it has kept
+/// since it last trained (see [`average_step`]).
+fn catch_up<B: AutodiffBackend>(
+    ema: &mut Ema<SharedModel<B::InnerBackend>>,
+    owed: &mut [f64],
+    c: usize,
+    tail: &CategoryTail<B>,
+) {
+    if owed[c] < 1.0 {
+        ema.model.tails[c] = blend(ema.model.tails[c].clone(), tail, 1.0 - owed[c]);
+        owed[c] = 1.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::{ModuleMapper, Param};
+    use burn::tensor::Distribution;
+    use model_core::convnext::ConvNextConfig;
+    use model_core::heads::HeadConfig;
+    use model_core::model::GarmentModelConfig;
+
+    type AB = burn::backend::Autodiff<crate::device::Cpu>;
+
+    /// Every parameter replaced by a fresh random value, as an optimizer step would.
+    struct Jolt;
+    impl<B: Backend> ModuleMapper<B> for Jolt {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, value, mapper) = param.consume();
+            let fresh = Tensor::random(
+                value.dims(),
+                Distribution::Normal(0.0, 1.0),
+                &value.device(),
+            )
+            .set_require_grad(value.is_require_grad());
+            Param::from_mapped_value(id, fresh, mapper)
+        }
+    }
+
+    fn values<M: Module<B>, B: Backend>(module: &M) -> Vec<f32> {
+        struct All(Vec<f32>);
+        impl<B: Backend> burn::module::ModuleVisitor<B> for All {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                self.0
+                    .extend(param.val().into_data().to_vec::<f32>().unwrap());
+            }
+        }
+        let mut all = All(Vec::new());
+        module.visit(&mut all);
+        all.0
+    }
+
+    #[test]
+    fn owed_updates_give_the_average_of_updating_every_tail_every_step() {
+        let device = Default::default();
+        let config = |classes: Vec<usize>| {
+            GarmentModelConfig::new(
+                ConvNextConfig::test_tiny(),
+                HeadConfig::new().with_head_dim(8).with_spatial_groups(4),
+                classes,
+            )
+        };
+        let tails_of = |model: GarmentModel<AB>| CategoryTail {
+            feature: model.feature,
+            heads: model.heads,
+        };
+        let first = config(vec![3, 2]).init::<AB>(&device);
+        let backbone = first.backbone.clone();
+        let mut shared = SharedModel {
+            backbone,
+            tails: vec![
+                tails_of(first),
+                tails_of(config(vec![4]).init::<AB>(&device)),
+                tails_of(config(vec![2, 2, 5]).init::<AB>(&device)),
+            ],
+        };
+        let mut every = Ema::new(shared.valid(), 0.9, 0);
+        let mut owing = Ema::new(shared.valid(), 0.9, 0);
+        let mut owed = vec![1.0; 3];
+        // Categories in an uneven order, one skipped for several steps, as batches come.
+        for &c in &[0, 0, 2, 1, 0, 0, 0, 2, 2, 1, 0, 2] {
+            catch_up(&mut owing, &mut owed, c, &shared.tails[c]);
+            shared.backbone = shared.backbone.clone().map(&mut Jolt);
+            shared.tails[c] = shared.tails[c].clone().map(&mut Jolt);
+            every.update(&shared);
+            average_step(&mut owing, &mut owed, &shared, c);
+        }
+        for c in 0..3 {
+            catch_up(&mut owing, &mut owed, c, &shared.tails[c]);
+        }
+        assert_eq!(owing.steps, every.steps);
+        let (a, b) = (values(&owing.model), values(&every.model));
+        assert_eq!(a.len(), b.len());
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "the averages differ by up to {worst}");
+        // And the averages did move: not equal to the last weights or the start.
+        let last = values(&shared.valid());
+        let gap = a
+            .iter()
+            .zip(&last)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(gap > 1e-2, "the average sits on the last weights");
+    }
 }
