@@ -240,4 +240,18 @@ fn heads_of_other_shapes_are_not_stacked() {
         !stackable(&unbiased),
         "a head without a bias cannot share a stack"
     );
+    let mut regrouped = vec![
+        narrow.init::<Flex>(3, &device),
+        narrow.init::<Flex>(4, &device),
+    ];
+    for head in &mut regrouped {
+        head.spatial.conv2 = burn::nn::conv::Conv2dConfig::new([8, 8], [3, 3])
+            .with_groups(2)
+            .with_padding(burn::nn::PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&device);
+    }
+    assert!(
+        !stackable(&regrouped),
+        "spatial convolutions grouped differently cannot share a stack"
+    );
 }

@@ -530,6 +530,10 @@ fn bad_arguments_and_data_give_clear_errors() {
     one_line(&["predict", "--run", s(&missing)], "--category");
     one_line(&["bench", "--backbone", "huge", "--device", "cpu"], "huge");
     one_line(
+        &["bench", "--category", "Socks", "--device", "cpu"],
+        "--category",
+    );
+    one_line(
         &["bench", "--train", "--batch-parts", "0", "--device", "cpu"],
         "--batch-parts",
     );
