@@ -914,7 +914,7 @@ mod tests {
     }
 
     /// Every float parameter's values, in the module's order.
-    fn parameter_values<B: Backend, M: burn::module::Module<B>>(module: &M) -> Vec<f32> {
+    pub(super) fn parameter_values<B: Backend, M: burn::module::Module<B>>(module: &M) -> Vec<f32> {
         struct Collect(Vec<f32>);
         impl<B: Backend> burn::module::ModuleVisitor<B> for Collect {
             fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {

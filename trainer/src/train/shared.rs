@@ -524,6 +524,7 @@ fn catch_up<B: AutodiffBackend>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::parameter_values;
     use super::*;
     use burn::module::{ModuleMapper, Param};
     use burn::tensor::Distribution;
@@ -546,19 +547,6 @@ mod tests {
             .set_require_grad(value.is_require_grad());
             Param::from_mapped_value(id, fresh, mapper)
         }
-    }
-
-    fn values<M: Module<B>, B: Backend>(module: &M) -> Vec<f32> {
-        struct All(Vec<f32>);
-        impl<B: Backend> burn::module::ModuleVisitor<B> for All {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-                self.0
-                    .extend(param.val().into_data().to_vec::<f32>().unwrap());
-            }
-        }
-        let mut all = All(Vec::new());
-        module.visit(&mut all);
-        all.0
     }
 
     #[test]
@@ -600,7 +588,10 @@ mod tests {
             catch_up(&mut owing, &mut owed, c, &shared.tails[c]);
         }
         assert_eq!(owing.steps, every.steps);
-        let (a, b) = (values(&owing.model), values(&every.model));
+        let (a, b) = (
+            parameter_values(&owing.model),
+            parameter_values(&every.model),
+        );
         assert_eq!(a.len(), b.len());
         let worst = a
             .iter()
@@ -609,7 +600,7 @@ mod tests {
             .fold(0.0f32, f32::max);
         assert!(worst < 1e-5, "the averages differ by up to {worst}");
         // And the averages did move: not equal to the last weights or the start.
-        let last = values(&shared.valid());
+        let last = parameter_values(&shared.valid());
         let gap = a
             .iter()
             .zip(&last)
