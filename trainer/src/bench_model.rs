@@ -5,10 +5,11 @@ use crate::device::{self, BackendTask, Chosen, DeviceChoice};
 use crate::train::parts::{batch_parts, grads_in_parts, logits_in_parts};
 use anyhow::Result;
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, Optimizer};
+use burn::optim::Optimizer;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
 use model_core::heads::HeadConfig;
+use model_core::kernels::adamw::FusedAdamWConfig;
 use model_core::loss::masked_cross_entropy;
 use model_core::model::GarmentModelConfig;
 use model_core::taxonomy::Taxonomy;
@@ -156,7 +157,8 @@ impl BackendTask for BenchTask<'_> {
         let x = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
         let mut clock = Clock::new(cfg);
         if cfg.train {
-            let mut optim = AdamWConfig::new().init::<B, _>();
+            // The optimizer training uses (fused on the CPU), with Burn's default settings.
+            let mut optim = FusedAdamWConfig::default().init::<B, _>();
             let mut model = model;
             let targets: Vec<Tensor<B, 1, Int>> = category
                 .class_counts()

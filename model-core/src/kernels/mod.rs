@@ -1,6 +1,7 @@
 //! Faster versions of stock Burn operations for the layers our network uses, each
 //! tested for equality with the stock operation (`tests/kernels.rs`).
 
+pub mod adamw;
 pub mod conv;
 #[cfg(feature = "flex-kernels")]
 pub mod depthwise;

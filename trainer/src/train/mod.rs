@@ -37,7 +37,7 @@ use crate::train::parts::grads_in_parts;
 use anyhow::{bail, Context as _, Result};
 use batch::{pixel_data, pixels, prefetched, EpochAugment};
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{AdamWConfig, Optimizer};
+use burn::optim::Optimizer;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
@@ -45,6 +45,7 @@ use config::{Phase1Rows, RunPaths, TrainConfig};
 use ema::Ema;
 use indicatif::{ProgressBar, ProgressStyle};
 use model_core::convnext::global_average_pool;
+use model_core::kernels::adamw::FusedAdamWConfig;
 use model_core::loss::{mmd, MaskedTargets};
 use model_core::metrics::{category_score, AttributeScore, AttributeTally, CategoryScore};
 use model_core::model::{GarmentModel, GarmentModelConfig};
@@ -169,12 +170,10 @@ fn stages(config: &TrainConfig) -> Vec<(Stage, usize)> {
     out
 }
 
-fn optimizer_config(config: &TrainConfig) -> AdamWConfig {
-    AdamWConfig::new()
+fn optimizer_config(config: &TrainConfig) -> FusedAdamWConfig {
+    FusedAdamWConfig::default()
         .with_weight_decay(config.weight_decay as f32)
-        .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(
-            config.grad_clip as f32,
-        )))
+        .with_clip_norm(Some(config.grad_clip as f32))
 }
 
 /// The rows a stage trains on: phase one on the fully labelled rows (or, with
