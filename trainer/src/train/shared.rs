@@ -236,9 +236,14 @@ pub fn train_shared<B: AutodiffBackend>(
         println!("shared stage: no training row has the labels phase one needs; skipped");
         state.epochs_done = epochs;
     }
+    // A plan found in the state was made by an earlier process, whose clock this one
+    // cannot see: it is kept as it is. Otherwise the budget plans after every epoch.
+    let replan = state.planned_epochs.is_none();
     if let Some(planned) = state.planned_epochs {
         epochs = planned;
     }
+    // Wall time of the epochs this process ran (training, validation, checkpoints).
+    let mut timed = (0usize, 0.0f64);
     while state.epochs_done < epochs {
         let epoch = state.epochs_done;
         let epoch_seed = derive_seed(cfg.seed, &[0x5A4ED, epoch as u64]);
@@ -291,8 +296,10 @@ pub fn train_shared<B: AutodiffBackend>(
             save_checkpoint(&ema.model, &paths.ema())?;
             state.ema_steps = ema.steps;
         }
-        if let (Some(minutes), None) = (cfg.time_budget_min, state.planned_epochs) {
-            let planned = plan_epochs(cfg, minutes, started.elapsed().as_secs_f64(), epochs);
+        timed = (timed.0 + 1, timed.1 + started.elapsed().as_secs_f64());
+        if let (Some(minutes), true) = (cfg.time_budget_min, replan) {
+            let mean = timed.1 / timed.0 as f64;
+            let planned = plan_epochs(cfg, minutes, state.epochs_done, mean, epochs);
             state.planned_epochs = Some(planned);
             epochs = planned;
         }
@@ -339,17 +346,29 @@ pub fn train_shared<B: AutodiffBackend>(
     Ok(SharedOutcome::Finished)
 }
 
-/// The shared epochs that fit `minutes` from the process's start, at most `most`,
-/// the first having taken `epoch_s` seconds of wall time; says what it chose.
-fn plan_epochs(cfg: &super::config::TrainConfig, minutes: f64, epoch_s: f64, most: usize) -> usize {
+/// The shared epochs in all that fit `minutes` from the process's start, at most
+/// `--shared-epochs`, `done` having run at `epoch_s` seconds of wall time each on
+/// average; says what it chose after the first epoch and whenever the plan (`before`)
+/// changes.
+fn plan_epochs(
+    cfg: &super::config::TrainConfig,
+    minutes: f64,
+    done: usize,
+    epoch_s: f64,
+    before: usize,
+) -> usize {
     use super::budget::{phase_work, process_clock, shared_epochs_within};
     let elapsed = process_clock().elapsed().as_secs_f64();
     let phases = phase_work(cfg);
-    let planned = shared_epochs_within(minutes * 60.0, elapsed, epoch_s, most, phases);
-    println!(
-        "shared stage: {planned} of {most} epochs fit the {minutes}-minute budget ({epoch_s:.1} s per epoch, {elapsed:.0} s gone, the phases about {:.0} s)",
-        phases * epoch_s
-    );
+    let most = cfg.shared_epochs;
+    let planned = shared_epochs_within(minutes * 60.0, elapsed, (done, epoch_s), most, phases);
+    if done == 1 || planned != before {
+        println!(
+            "shared stage: {planned} of {} epochs fit the {minutes}-minute budget ({epoch_s:.1} s per epoch, {elapsed:.0} s gone, the phases about {:.0} s)",
+            most,
+            phases * epoch_s
+        );
+    }
     planned
 }
 
