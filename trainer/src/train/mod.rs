@@ -748,37 +748,73 @@ fn progress_bar(ctx: &Context<'_>, len: u64, prefix: &str) -> ProgressBar {
     bar
 }
 
-/// Predicted class of every attribute for `images` of `store`, in chunks of `batch`,
-/// each cut into `parts` parts run side by side ([`parts::logits_in_parts`]).
-pub fn predict_classes<B: Backend>(
+/// Logits of every attribute for `images` of `store`, one vector per attribute holding
+/// each image's class values in turn, in chunks of `batch`, each cut into `parts` parts
+/// run side by side ([`parts::logits_in_parts`]); with `mirror`, of the images flipped
+/// left to right.
+pub fn predict_logits<B: Backend>(
     model: &GarmentModel<B>,
     store: &ImageStore,
     images: &[usize],
     pre: &PreprocessConfig,
     (batch, parts): (usize, usize),
+    mirror: bool,
     device: &B::Device,
-) -> Result<Vec<Vec<usize>>> {
-    let mut out = Vec::with_capacity(images.len());
+) -> Result<Vec<Vec<f32>>> {
+    let mut out = vec![Vec::new(); model.heads.len()];
     for chunk in images.chunks(batch.max(1)) {
-        let x = pixels::<B>(store, chunk, None, pre, device)?;
+        let mut x = pixels::<B>(store, chunk, None, pre, device)?;
+        if mirror {
+            x = x.flip([3]);
+        }
         let logits = parts::logits_in_parts(model, x, parts);
-        let per_head: Vec<Vec<usize>> = logits
-            .into_iter()
-            .map(|l| -> Result<Vec<usize>> {
-                let idx: Vec<i64> = l
-                    .argmax(1)
-                    .into_data()
-                    .convert::<i64>()
-                    .to_vec()
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                Ok(idx.into_iter().map(|i| i as usize).collect())
-            })
-            .collect::<Result<_>>()?;
-        for row in 0..chunk.len() {
-            out.push(per_head.iter().map(|h| h[row]).collect());
+        for (all, l) in out.iter_mut().zip(logits) {
+            let values: Vec<f32> = l
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            all.extend(values);
         }
     }
     Ok(out)
+}
+
+/// Predicted class of every attribute for `images` (see [`predict_logits`]): the
+/// largest logit, the first of equal ones.
+pub fn predict_classes<B: Backend>(
+    model: &GarmentModel<B>,
+    store: &ImageStore,
+    images: &[usize],
+    pre: &PreprocessConfig,
+    batch: (usize, usize),
+    device: &B::Device,
+) -> Result<Vec<Vec<usize>>> {
+    let logits = predict_logits(model, store, images, pre, batch, false, device)?;
+    let per_head: Vec<Vec<usize>> = logits
+        .iter()
+        .map(|values| {
+            let classes = values.len() / images.len().max(1);
+            values
+                .chunks(classes.max(1))
+                .map(|row| {
+                    row.iter()
+                        .enumerate()
+                        .fold((0, f32::NEG_INFINITY), |best, (c, &v)| {
+                            if v > best.1 {
+                                (c, v)
+                            } else {
+                                best
+                            }
+                        })
+                        .0
+                })
+                .collect()
+        })
+        .collect();
+    Ok((0..images.len())
+        .map(|row| per_head.iter().map(|h| h[row]).collect())
+        .collect())
 }
 
 /// Per-attribute validation scores of `model` on the category's validation rows.
