@@ -88,8 +88,9 @@ pub struct TrainArgs {
     #[arg(long)]
     pub lr: Option<f64>,
     /// How the rate moves within each stage: plateau (halved when the validation
-    /// score stalls, the reference) or cosine (5% warm-up, then a cosine decay to 1%
-    /// of --lr by the stage's last step) [default: plateau].
+    /// score stalls, the reference), cosine (5% warm-up, then a cosine decay to 1%
+    /// of --lr by the stage's last step) or anneal (plateau, then over the stage's
+    /// last fifth of steps a straight-line decay to 1%) [default: plateau].
     #[arg(long, value_enum)]
     pub lr_schedule: Option<crate::train::schedule::LrSchedule>,
     /// Training-image augmentation: standard (flip, zoom-in crop, small rotation,

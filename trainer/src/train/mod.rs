@@ -53,7 +53,7 @@ use model_core::preprocess::PreprocessConfig;
 use model_core::store::{load_safetensors, write_safetensors, Precision};
 use model_core::taxonomy::CategorySpec;
 use plateau::Plateau;
-use schedule::{cosine_factor, LrSchedule};
+use schedule::{anneal_factor, cosine_factor, LrSchedule};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -364,8 +364,9 @@ pub fn train_category<B: AutodiffBackend>(
                 epochs * batches,
             );
             // Under the cosine schedule the plateau rule only keeps the best score; its
-            // cuts would fight the decay.
-            if cfg.lr_schedule == LrSchedule::Plateau {
+            // cuts would fight the decay. Under the annealing one it still cuts while the
+            // rate is held.
+            if cfg.lr_schedule != LrSchedule::Cosine {
                 state.plateau.step(score.score);
             }
             state.epochs_done += 1;
@@ -636,11 +637,12 @@ fn run_epoch<B: AutodiffBackend, O: Optimizer<GarmentModel<B>, B>>(
 }
 
 /// The rate of step `step` of a stage of `total` steps: the plateau rule's rate as it
-/// is, or that rate shaped by the warm-up and cosine.
+/// is, or that rate shaped by the warm-up and cosine or by the final decay.
 fn step_lr(schedule: LrSchedule, rate: f64, step: usize, total: usize) -> f64 {
     match schedule {
         LrSchedule::Plateau => rate,
         LrSchedule::Cosine => rate * cosine_factor(step, total),
+        LrSchedule::Anneal => rate * anneal_factor(step, total),
     }
 }
 

@@ -285,7 +285,7 @@ pub fn train_shared<B: AutodiffBackend>(
             (epoch + 1) * batches - 1,
             epochs * batches,
         );
-        if cfg.lr_schedule == super::schedule::LrSchedule::Plateau {
+        if cfg.lr_schedule != super::schedule::LrSchedule::Cosine {
             state.plateau.step(mean);
         }
         state.epochs_done += 1;
