@@ -799,18 +799,7 @@ pub fn predict_classes<B: Backend>(
             let classes = values.len() / images.len().max(1);
             values
                 .chunks(classes.max(1))
-                .map(|row| {
-                    row.iter()
-                        .enumerate()
-                        .fold((0, f32::NEG_INFINITY), |best, (c, &v)| {
-                            if v > best.1 {
-                                (c, v)
-                            } else {
-                                best
-                            }
-                        })
-                        .0
-                })
+                .map(model_core::predict::argmax)
                 .collect()
         })
         .collect();

@@ -101,7 +101,8 @@ mod tests {
     #[test]
     fn anneal_holds_then_falls_in_a_line_to_the_floor() {
         let total = 100;
-        // 80 steps at the full rate, then 20 falling evenly, the last on the floor.
+        // 81 steps at the full rate (the decay's first step still on it), then 19
+        // falling evenly, the last on the floor.
         assert!((0..80).all(|s| anneal_factor(s, total) == 1.0));
         assert!(anneal_factor(80, total) == 1.0);
         assert!(anneal_factor(81, total) < 1.0);
