@@ -194,13 +194,9 @@ pub fn adamw_step(param: &mut [f32], grad: &[f32], m1: &mut [f32], m2: &mut [f32
     step_chunk(param, grad, m1, m2, s)
 }
 
-fn step_chunk(p: &mut [f32], g: &[f32], m1: &mut [f32], m2: &mut [f32], s: StepScalars) {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma() {
-        // SAFETY: the CPU was just checked for AVX2 and FMA.
-        return unsafe { avx2::step(p, g, m1, m2, s) };
-    }
-    step_loop(p, g, m1, m2, s)
+widest_simd! {
+    fn step_chunk(p: &mut [f32], g: &[f32], m1: &mut [f32], m2: &mut [f32], s: StepScalars) =
+        step_loop;
 }
 
 #[inline(always)]
@@ -213,18 +209,6 @@ fn step_loop(p: &mut [f32], g: &[f32], m1: &mut [f32], m2: &mut [f32], s: StepSc
         *v = *v * s.beta_2 + (g * g) * f2;
         let delta = (*a / s.correction_1) / ((*v / s.correction_2).sqrt() + s.epsilon);
         *p = *p * s.keep - delta * s.lr;
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::StepScalars;
-
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn step(p: &mut [f32], g: &[f32], m1: &mut [f32], m2: &mut [f32], s: StepScalars) {
-        super::step_loop(p, g, m1, m2, s)
     }
 }
 

@@ -299,31 +299,11 @@ pub fn grouped_conv_weight_grad(
     (weight_grad, bias_grad)
 }
 
-/// Adds to `w[ky * kernel + kx]`, for every tap, the dot product of `g` with `padded`
-/// shifted by `(ky, kx)` at row stride `padded_w`.
-fn add_taps(g: &[f32], padded: &[f32], padded_w: usize, kernel: usize, w: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma() {
-        // SAFETY: the CPU was just checked for AVX2 and FMA.
-        return unsafe { avx2::add_taps(g, padded, padded_w, kernel, w) };
-    }
-    add_taps_body(g, padded, padded_w, kernel, w)
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn add_taps(
-        g: &[f32],
-        padded: &[f32],
-        padded_w: usize,
-        kernel: usize,
-        w: &mut [f32],
-    ) {
-        super::add_taps_body(g, padded, padded_w, kernel, w)
-    }
+widest_simd! {
+    /// Adds to `w[ky * kernel + kx]`, for every tap, the dot product of `g` with
+    /// `padded` shifted by `(ky, kx)` at row stride `padded_w`.
+    fn add_taps(g: &[f32], padded: &[f32], padded_w: usize, kernel: usize, w: &mut [f32]) =
+        add_taps_body;
 }
 
 /// The usual kernel sizes get a copy with the row of taps unrolled; others take one

@@ -8,8 +8,8 @@
 //! plane is copied once into a zero-bordered buffer, and the output is accumulated
 //! with the bordered row stride, so that every tap is one long multiply-add over the
 //! whole plane (the extra columns are dropped at the end): k x k vectorisable passes
-//! over a buffer that stays in the L1 cache. On x86-64 CPUs with AVX2 and FMA the
-//! plane loop runs in a copy compiled for them, chosen at run time.
+//! over a buffer that stays in the L1 cache. On x86-64 CPUs with AVX2 and FMA, or
+//! AVX-512F, the plane loop runs in a copy compiled for them, chosen at run time.
 
 /// Sizes of a depthwise convolution's `[batch, channels, height, width]` input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,39 +96,15 @@ impl Scratch {
     }
 }
 
-fn plane_conv(
-    x: &[f32],
-    filter: &[f32],
-    bias: f32,
-    scratch: &mut Scratch,
-    shape: DepthwiseShape,
-    out: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma() {
-        // SAFETY: the CPU was just checked for AVX2 and FMA.
-        return unsafe { avx2::plane_conv(x, filter, bias, scratch, shape, out) };
-    }
-    plane_conv_body(x, filter, bias, scratch, shape, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{DepthwiseShape, Scratch};
-
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn plane_conv(
+widest_simd! {
+    fn plane_conv(
         x: &[f32],
         filter: &[f32],
         bias: f32,
         scratch: &mut Scratch,
         shape: DepthwiseShape,
         out: &mut [f32],
-    ) {
-        super::plane_conv_body(x, filter, bias, scratch, shape, out)
-    }
+    ) = plane_conv_body;
 }
 
 /// One plane: border it, then one multiply-add pass per tap at the bordered row stride.

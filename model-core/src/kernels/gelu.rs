@@ -15,8 +15,8 @@
 //!
 //! The exponentials inside erf and the normal density are [`exp_neg`], written in
 //! plain arithmetic (no call into libm) so that the loops vectorise; on x86-64 CPUs
-//! with AVX2 and FMA the loops run in a copy compiled for those instructions, chosen
-//! at run time. With libm's scalar `expf` the GELU passes were the second-largest item
+//! with AVX2 and FMA, or AVX-512F, the loops run in a copy compiled for those
+//! instructions, chosen at run time. With libm's scalar `expf` the GELU passes were the second-largest item
 //! of the default job's training step (BENCHMARKS.md).
 //!
 //! [`gelu`] takes this path on `Flex` (inference) and `Autodiff<Flex>` (training), for
@@ -105,8 +105,8 @@ pub fn gelu_slope(x: f32) -> f32 {
     cdf + x * NORMAL_PEAK * exp_neg(-0.5 * x * x)
 }
 
-/// The two element loops, written once and compiled twice on x86-64: as they are
-/// (the baseline instruction set) and inside functions built for AVX2 and FMA.
+/// The two element loops, written once and compiled three times on x86-64 (the
+/// baseline instruction set, AVX2 with FMA, AVX-512F; `widest_simd!`).
 #[inline(always)]
 fn forward_loop(x: &[f32], out: &mut [f32]) {
     for (o, &v) in out.iter_mut().zip(x) {
@@ -137,71 +137,17 @@ fn backward_loop_in_place(x: &[f32], grad: &mut [f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn forward(x: &[f32], out: &mut [f32]) {
-        super::forward_loop(x, out)
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn backward(x: &[f32], grad: &[f32], out: &mut [f32]) {
-        super::backward_loop(x, grad, out)
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn forward_in_place(x: &mut [f32]) {
-        super::forward_loop_in_place(x)
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn backward_in_place(x: &[f32], grad: &mut [f32]) {
-        super::backward_loop_in_place(x, grad)
-    }
+widest_simd! {
+    fn forward_chunk(x: &[f32], out: &mut [f32]) = forward_loop;
 }
-
-fn forward_chunk(x: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma() {
-        // SAFETY: the CPU was just checked for AVX2 and FMA.
-        return unsafe { avx2::forward(x, out) };
-    }
-    forward_loop(x, out)
+widest_simd! {
+    fn backward_chunk(x: &[f32], grad: &[f32], out: &mut [f32]) = backward_loop;
 }
-
-fn backward_chunk(x: &[f32], grad: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma() {
-        // SAFETY: the CPU was just checked for AVX2 and FMA.
-        return unsafe { avx2::backward(x, grad, out) };
-    }
-    backward_loop(x, grad, out)
+widest_simd! {
+    fn forward_chunk_in_place(x: &mut [f32]) = forward_loop_in_place;
 }
-
-fn forward_chunk_in_place(x: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma() {
-        // SAFETY: the CPU was just checked for AVX2 and FMA.
-        return unsafe { avx2::forward_in_place(x) };
-    }
-    forward_loop_in_place(x)
-}
-
-fn backward_chunk_in_place(x: &[f32], grad: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma() {
-        // SAFETY: the CPU was just checked for AVX2 and FMA.
-        return unsafe { avx2::backward_in_place(x, grad) };
-    }
-    backward_loop_in_place(x, grad)
+widest_simd! {
+    fn backward_chunk_in_place(x: &[f32], grad: &mut [f32]) = backward_loop_in_place;
 }
 
 /// Elements per parallel task: large enough to amortise the scheduling.

@@ -1,6 +1,39 @@
 //! Faster versions of stock Burn operations for the layers our network uses, each
 //! tested for equality with the stock operation (`tests/kernels.rs`).
 
+/// Defines `fn NAME(args)` that runs the loop `BODY(args)` compiled for the widest
+/// vector instructions this CPU has: on x86-64 a copy built for AVX-512F, one for AVX2
+/// with FMA, and the baseline, chosen at run time (the checks are cached); on other
+/// targets `BODY` as it is. `BODY` must be `#[inline(always)]`, so that each copy is
+/// compiled with its own instructions rather than calling one shared baseline build.
+macro_rules! widest_simd {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) = $body:path;) => {
+        $(#[$attr])*
+        $vis fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                if $crate::kernels::has_avx512() {
+                    // SAFETY: the CPU was just checked for AVX-512F, AVX2 and FMA.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if $crate::kernels::has_avx2_fma() {
+                    // SAFETY: the CPU was just checked for AVX2 and FMA.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
 pub mod adamw;
 pub mod conv;
 #[cfg(feature = "flex-kernels")]
@@ -48,4 +81,11 @@ pub(crate) mod flex_types {
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx2_fma() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// Whether this x86-64 CPU has AVX-512F (with AVX2 and FMA, which every such CPU has),
+/// for the copies of the inner loops compiled for 16-lane vectors.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f") && has_avx2_fma()
 }
