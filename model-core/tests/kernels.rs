@@ -329,7 +329,10 @@ fn fused_pointwise_matches_composed_values_and_gradients() {
     let device = Default::default();
     // [batch, inputs, outputs, positions]
     for [n, ci, co, p] in [
+        // More positions than output rows: one sample's 13 or 37 positions cut into
+        // blocks of columns (7 + 6 and 19 + 18 with two threads).
         [1, 5, 7, 13],
+        [1, 9, 6, 37],
         // One sample, its 41 output rows cut into blocks (21 + 20 rows with two
         // threads, 11 + 11 + 11 + 8 with four).
         [1, 24, 41, 30],

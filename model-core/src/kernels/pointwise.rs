@@ -38,8 +38,41 @@ struct Operand<'a> {
 }
 
 fn product(
-    [m, n, k]: [usize; 3],
+    dims: [usize; 3],
     dst: &mut [f32],
+    dst_row: isize,
+    lhs: Operand<'_>,
+    rhs: Operand<'_>,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: `dst` is one exclusive borrow of `dst.len()` elements.
+    unsafe {
+        product_at(
+            dims,
+            dst.as_mut_ptr(),
+            dst.len(),
+            dst_row,
+            lhs,
+            rhs,
+            accumulate,
+            parallelism,
+        )
+    }
+}
+
+/// [`product`] into `dst_len` elements from `dst`, which other threads may be writing
+/// elsewhere at the same time (column blocks of one output).
+///
+/// # Safety
+/// `dst..dst + dst_len` must be valid for writes, must not overlap `lhs` or `rhs`, and
+/// the elements this product addresses (`m` rows of `n` at stride `dst_row`) must not
+/// be read or written by anyone else while it runs.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product_at(
+    [m, n, k]: [usize; 3],
+    dst: *mut f32,
+    dst_len: usize,
     dst_row: isize,
     lhs: Operand<'_>,
     rhs: Operand<'_>,
@@ -54,7 +87,7 @@ fn product(
     let reach = |rows: usize, cols: usize, row: isize, col: isize| {
         (rows.saturating_sub(1)) * row as usize + (cols.saturating_sub(1)) * col as usize + 1
     };
-    assert!(dst.len() >= reach(m, n, dst_row, 1), "output too small");
+    assert!(dst_len >= reach(m, n, dst_row, 1), "output too small");
     if k > 0 {
         assert!(
             lhs.data.len() >= reach(m, k, lhs.row, lhs.col),
@@ -65,14 +98,14 @@ fn product(
             "rhs too small"
         );
     }
-    // SAFETY: every element the strides address lies inside its slice (checked above);
-    // `dst` is borrowed mutably, so it does not alias the two inputs.
+    // SAFETY: every element the strides address lies inside its slice (checked above),
+    // and the caller vouches for `dst`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_row,
             accumulate,
@@ -89,6 +122,26 @@ fn product(
             false,
             parallelism,
         );
+    }
+}
+
+/// An output buffer's start, handed to the threads that write its blocks.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+// SAFETY: only used for writes to disjoint elements, by jobs that end before the
+// buffer is used again (see `pointwise_forward_view`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The element `offset` places on (a method, so closures capture the whole
+    /// wrapper rather than its raw pointer field).
+    ///
+    /// # Safety
+    /// `offset` must lie inside the buffer.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        unsafe { self.0.add(offset) }
     }
 }
 
@@ -113,11 +166,63 @@ fn per_sample(
     }
 }
 
+/// A pointwise layer's weight as a strided view: the element of input `i` and output
+/// `o` is `data[i * along_in + o * along_out]`. Burn `Linear`'s `[in, out]` is
+/// `along_in = outputs, along_out = 1`; a patch convolution's `[out, in]` weight seen
+/// transposed is `along_in = 1, along_out = inputs`, read where it lies, not copied.
+#[derive(Debug, Clone, Copy)]
+pub struct WeightView<'a> {
+    pub data: &'a [f32],
+    pub along_in: usize,
+    pub along_out: usize,
+}
+
+impl<'a> WeightView<'a> {
+    /// A contiguous `[in, out]` weight with `outputs` columns.
+    pub fn in_out(data: &'a [f32], outputs: usize) -> Self {
+        Self {
+            data,
+            along_in: outputs,
+            along_out: 1,
+        }
+    }
+
+    /// `W^T` (`[out, in]`) from output row `first` on, as a product operand.
+    fn transposed_from(self, first: usize) -> Operand<'a> {
+        Operand {
+            data: &self.data[(first * self.along_out).min(self.data.len())..],
+            row: self.along_out as isize,
+            col: self.along_in as isize,
+        }
+    }
+
+    /// `W` (`[in, out]`) as a product operand.
+    fn plain(self) -> Operand<'a> {
+        Operand {
+            data: self.data,
+            row: self.along_in as isize,
+            col: self.along_out as isize,
+        }
+    }
+}
+
 /// `W^T x[n] + b` for every sample: `x` `[batch, inputs, positions]`, `weight`
 /// `[inputs, outputs]`, `bias` `[outputs]`; returns `[batch, outputs, positions]`.
 pub fn pointwise_forward(
     x: &[f32],
     weight: &[f32],
+    bias: &[f32],
+    shape: PointwiseShape,
+) -> Vec<f32> {
+    assert_eq!(weight.len(), shape.inputs * shape.outputs, "weight size");
+    pointwise_forward_view(x, WeightView::in_out(weight, shape.outputs), bias, shape)
+}
+
+/// [`pointwise_forward`] with the weight read through a [`WeightView`] (the product
+/// checks that every element the view addresses lies inside its data).
+pub fn pointwise_forward_view(
+    x: &[f32],
+    weight: WeightView<'_>,
     bias: &[f32],
     shape: PointwiseShape,
 ) -> Vec<f32> {
@@ -128,66 +233,110 @@ pub fn pointwise_forward(
         positions,
     } = shape;
     assert_eq!(x.len(), batch * inputs * positions, "input size");
-    assert_eq!(weight.len(), inputs * outputs, "weight size");
     assert_eq!(bias.len(), outputs, "bias size");
-    // Each output row starts as its bias (written once, not zeroed first); the
-    // product accumulates onto it.
-    let mut y: Vec<f32> = Vec::with_capacity(batch * outputs * positions);
-    for _ in 0..batch {
-        for &b in bias {
-            y.extend(std::iter::repeat_n(b, positions));
+    let slab_in = inputs * positions;
+    let slab_out = outputs * positions;
+    let total = batch * slab_out;
+    // The jobs, each a block of one sample's output (rows `row..row + rows`, columns
+    // `col..col + cols`), which together cover the output once.
+    let threads = rayon::current_num_threads();
+    let jobs: Vec<OutBlock> = if total == 0 {
+        Vec::new()
+    } else if batch >= threads {
+        // At least as many samples as threads: one whole sample per job.
+        (0..batch)
+            .map(|n| OutBlock::new(n, (0, outputs), (0, positions)))
+            .collect()
+    } else if positions > outputs {
+        // Fewer samples than threads, and more positions than output rows (the early,
+        // wide stages): each sample's positions cut into even blocks of columns. Each
+        // product then packs only its own columns of the (large) input and all of the
+        // (small) weight; cutting the rows instead would have every block pack the
+        // whole input.
+        let cols = positions.div_ceil(threads.div_ceil(batch));
+        (0..batch)
+            .flat_map(|n| {
+                (0..positions)
+                    .step_by(cols)
+                    .map(move |c| OutBlock::new(n, (0, outputs), (c, cols.min(positions - c))))
+            })
+            .collect()
+    } else {
+        // Fewer samples than threads: each sample's output rows cut into even blocks.
+        // At batch 1 this measured faster than gemm spreading each product over the
+        // threads itself (BENCHMARKS.md). Listed here, not nested in rayon, which
+        // would run the blocks of one sample on one thread.
+        let rows = outputs.div_ceil(threads.div_ceil(batch));
+        (0..batch)
+            .flat_map(|n| {
+                (0..outputs)
+                    .step_by(rows)
+                    .map(move |r| OutBlock::new(n, (r, rows.min(outputs - r)), (0, positions)))
+            })
+            .collect()
+    };
+    // Left unwritten here: each job first writes its block's bias (on its own thread,
+    // where it is about to be read), then the product accumulates onto it.
+    let mut y: Vec<f32> = Vec::with_capacity(total);
+    let out = SharedOut(y.as_mut_ptr());
+    let run = |job: &OutBlock| {
+        let start = job.sample * slab_out + job.row * positions + job.col;
+        // SAFETY: `y` has room for `total` values and outlives the jobs; the jobs'
+        // blocks are disjoint, so no two threads write one element; every element of a
+        // block is written (its bias) before the product reads it, and `y` does not
+        // overlap `x` or the weight.
+        unsafe {
+            for (o, &b) in bias[job.row..job.row + job.rows].iter().enumerate() {
+                let row = out
+                    .at(start + o * positions)
+                    .cast::<std::mem::MaybeUninit<f32>>();
+                std::slice::from_raw_parts_mut(row, job.cols).fill(std::mem::MaybeUninit::new(b));
+            }
+            product_at(
+                [job.rows, job.cols, inputs],
+                out.at(start),
+                total - start,
+                positions as isize,
+                weight.transposed_from(job.row),
+                Operand {
+                    data: &x[job.sample * slab_in + job.col..(job.sample + 1) * slab_in],
+                    row: positions as isize,
+                    col: 1,
+                },
+                true,
+                gemm::Parallelism::None,
+            );
+        }
+    };
+    {
+        use rayon::prelude::*;
+        jobs.par_iter().for_each(run);
+    }
+    // SAFETY: the blocks cover all `total` elements, each written above.
+    unsafe { y.set_len(total) };
+    y
+}
+
+/// One block of a pointwise layer's output: sample `sample`, output rows `row..row +
+/// rows`, positions `col..col + cols`.
+struct OutBlock {
+    sample: usize,
+    row: usize,
+    rows: usize,
+    col: usize,
+    cols: usize,
+}
+
+impl OutBlock {
+    fn new(sample: usize, (row, rows): (usize, usize), (col, cols): (usize, usize)) -> Self {
+        Self {
+            sample,
+            row,
+            rows,
+            col,
+            cols,
         }
     }
-    let slab_in = inputs * positions;
-    // Output rows `first..` of sample `n`, as many as `dst` holds.
-    let rows_of_sample = |n: usize, first: usize, dst: &mut [f32], parallelism| {
-        product(
-            [dst.len() / positions.max(1), positions, inputs],
-            dst,
-            positions as isize,
-            // W^T from row `first`: element (o, i) is weight[i * outputs + first + o].
-            Operand {
-                data: &weight[first..],
-                row: 1,
-                col: outputs as isize,
-            },
-            Operand {
-                data: &x[n * slab_in..(n + 1) * slab_in],
-                row: positions as isize,
-                col: 1,
-            },
-            true,
-            parallelism,
-        );
-    };
-    let threads = rayon::current_num_threads();
-    if batch >= threads || positions == 0 || outputs == 0 {
-        per_sample(&mut y, outputs * positions, |n, y, parallelism| {
-            rows_of_sample(n, 0, y, parallelism)
-        });
-    } else {
-        // Fewer samples than threads: each sample's output rows are cut into even
-        // blocks, one single-threaded product per block, the blocks side by side
-        // (their rows of `y` are contiguous). At batch 1 this measured faster than
-        // gemm spreading each product over the threads itself (BENCHMARKS.md).
-        use rayon::prelude::*;
-        let blocks = threads.div_ceil(batch);
-        let rows = outputs.div_ceil(blocks);
-        // Listed first: rayon would run the blocks of one sample on one thread.
-        let jobs: Vec<(usize, usize, &mut [f32])> = y
-            .chunks_mut(outputs * positions)
-            .enumerate()
-            .flat_map(|(n, sample)| {
-                sample
-                    .chunks_mut(rows * positions)
-                    .enumerate()
-                    .map(move |(b, dst)| (n, b * rows, dst))
-            })
-            .collect();
-        jobs.into_par_iter()
-            .for_each(|(n, first, dst)| rows_of_sample(n, first, dst, gemm::Parallelism::None));
-    }
-    y
 }
 
 /// The gradients of [`pointwise_forward`] from the output gradient `dy`
@@ -195,6 +344,20 @@ pub fn pointwise_forward(
 pub fn pointwise_backward(
     x: &[f32],
     weight: &[f32],
+    dy: &[f32],
+    shape: PointwiseShape,
+    want_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    assert_eq!(weight.len(), shape.inputs * shape.outputs, "weight size");
+    let weight = WeightView::in_out(weight, shape.outputs);
+    pointwise_backward_view(x, weight, dy, shape, want_dx)
+}
+
+/// [`pointwise_backward`] with the weight read through a [`WeightView`]; the weight
+/// gradient is `[inputs, outputs]` whatever the view's strides.
+pub fn pointwise_backward_view(
+    x: &[f32],
+    weight: WeightView<'_>,
     dy: &[f32],
     shape: PointwiseShape,
     want_dx: bool,
@@ -208,7 +371,6 @@ pub fn pointwise_backward(
     let slab_in = inputs * positions;
     let slab_out = outputs * positions;
     assert_eq!(x.len(), batch * slab_in, "input size");
-    assert_eq!(weight.len(), inputs * outputs, "weight size");
     assert_eq!(dy.len(), batch * slab_out, "output-gradient size");
 
     let dx = want_dx.then(|| {
@@ -218,11 +380,7 @@ pub fn pointwise_backward(
                 [inputs, positions, outputs],
                 dx,
                 positions as isize,
-                Operand {
-                    data: weight,
-                    row: outputs as isize,
-                    col: 1,
-                },
+                weight.plain(),
                 Operand {
                     data: &dy[n * slab_out..(n + 1) * slab_out],
                     row: positions as isize,
@@ -252,7 +410,8 @@ pub fn pointwise_backward(
         .map(|r| {
             let mut dw = vec![0.0f32; inputs * outputs];
             let mut db = vec![0.0f32; outputs];
-            for n in r * per_run..((r + 1) * per_run).min(batch) {
+            let first = r * per_run;
+            for n in first..((r + 1) * per_run).min(batch) {
                 let dy_n = &dy[n * slab_out..(n + 1) * slab_out];
                 product(
                     [inputs, outputs, positions],
@@ -269,7 +428,12 @@ pub fn pointwise_backward(
                         row: 1,
                         col: positions as isize,
                     },
-                    true,
+                    // The run's first sample writes `dw` without reading it: fresh
+                    // zeroed pages read first are mapped to the kernel's shared zero
+                    // page, and the write after it then costs a copy-on-write fault
+                    // with a TLB flush on every other core, page by page (seen in
+                    // `perf` as a tenth of a training step).
+                    n > first,
                     parallelism,
                 );
                 for (b, row) in db.iter_mut().zip(dy_n.chunks_exact(positions.max(1))) {
@@ -279,8 +443,12 @@ pub fn pointwise_backward(
             (dw, db)
         })
         .collect();
-    let mut dw = vec![0.0f32; inputs * outputs];
-    let mut db = vec![0.0f32; outputs];
+    // Summed into the first run's buffers (adding into fresh zeroed ones would read
+    // them first: see the copy-on-write note above).
+    let mut partial = partial.into_iter();
+    let (mut dw, mut db) = partial
+        .next()
+        .unwrap_or_else(|| (vec![0.0f32; inputs * outputs], vec![0.0f32; outputs]));
     for (w, b) in partial {
         dw.iter_mut().zip(w).for_each(|(s, v)| *s += v);
         db.iter_mut().zip(b).for_each(|(s, v)| *s += v);
@@ -291,7 +459,7 @@ pub fn pointwise_backward(
 pub(crate) use flex::{try_fast, try_fast_with};
 
 mod flex {
-    use super::{pointwise_backward, pointwise_forward, PointwiseShape};
+    use super::{pointwise_backward_view, pointwise_forward_view, PointwiseShape, WeightView};
     use crate::kernels::flex_types::{flex_tensor, same, Ad, AdTensor};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -358,18 +526,53 @@ mod flex {
         bias: &FlexTensor,
         shape: PointwiseShape,
     ) -> FlexTensor {
-        let (x, weight, bias) = (
-            x.to_contiguous(),
-            weight.to_contiguous(),
-            bias.to_contiguous(),
-        );
-        let y = pointwise_forward(
+        let (x, bias) = (x.to_contiguous(), bias.to_contiguous());
+        let weight = StridedWeight::of(weight, shape.outputs);
+        let y = pointwise_forward_view(
             x.storage::<f32>(),
-            weight.storage::<f32>(),
+            weight.view(),
             bias.storage::<f32>(),
             shape,
         );
         flex_tensor(y, vec![shape.batch, shape.outputs, shape.positions])
+    }
+
+    /// An `[in, out]` weight tensor kept as it lies when it is a strided view with
+    /// positive strides (a patch convolution's weight is `[out, in]` seen transposed:
+    /// copying it made every forward pass walk the largest weights of the network once
+    /// more, on one thread), and made contiguous otherwise.
+    struct StridedWeight {
+        tensor: FlexTensor,
+        offset: usize,
+        along: [usize; 2],
+    }
+
+    impl StridedWeight {
+        fn of(weight: &FlexTensor, outputs: usize) -> Self {
+            let layout = weight.layout();
+            if let [along_in, along_out] = *layout.strides() {
+                if along_in > 0 && along_out > 0 {
+                    return Self {
+                        tensor: weight.clone(),
+                        offset: layout.start_offset(),
+                        along: [along_in as usize, along_out as usize],
+                    };
+                }
+            }
+            Self {
+                tensor: weight.to_contiguous(),
+                offset: 0,
+                along: [outputs, 1],
+            }
+        }
+
+        fn view(&self) -> WeightView<'_> {
+            WeightView {
+                data: &self.tensor.storage::<f32>()[self.offset..],
+                along_in: self.along[0],
+                along_out: self.along[1],
+            }
+        }
     }
 
     #[derive(Debug)]
@@ -390,14 +593,11 @@ mod flex {
             let (x_state, weight_state, shape) = ops.state;
             let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
             let weight = checkpointer.retrieve_node_output::<FlexTensor>(weight_state);
-            let (x, weight, dy) = (
-                x.to_contiguous(),
-                weight.to_contiguous(),
-                grad.to_contiguous(),
-            );
-            let (dx, dweight, dbias) = pointwise_backward(
+            let (x, dy) = (x.to_contiguous(), grad.to_contiguous());
+            let weight = StridedWeight::of(&weight, shape.outputs);
+            let (dx, dweight, dbias) = pointwise_backward_view(
                 x.storage::<f32>(),
-                weight.storage::<f32>(),
+                weight.view(),
                 dy.storage::<f32>(),
                 shape,
                 node_x.is_some(),
