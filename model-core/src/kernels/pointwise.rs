@@ -62,7 +62,7 @@ fn product(
 }
 
 /// [`product`] into `dst_len` elements from `dst`, which other threads may be writing
-/// elsewhere at the same time (column blocks of one output).
+/// elsewhere at the same time (other blocks of one output).
 ///
 /// # Safety
 /// `dst..dst + dst_len` must be valid for writes, must not overlap `lhs` or `rhs`, and
@@ -299,7 +299,10 @@ pub fn pointwise_forward_view(
                 positions as isize,
                 weight.transposed_from(job.row),
                 Operand {
-                    data: &x[job.sample * slab_in + job.col..(job.sample + 1) * slab_in],
+                    // (A layer with no inputs has an empty map and nothing to read.)
+                    data: x
+                        .get(job.sample * slab_in + job.col..(job.sample + 1) * slab_in)
+                        .unwrap_or(&[]),
                     row: positions as isize,
                     col: 1,
                 },
