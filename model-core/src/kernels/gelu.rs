@@ -16,8 +16,8 @@
 //! The exponentials inside erf and the normal density are [`exp_neg`], written in
 //! plain arithmetic (no call into libm) so that the loops vectorise; on x86-64 CPUs
 //! with AVX2 and FMA, or AVX-512F, the loops run in a copy compiled for those
-//! instructions, chosen at run time. With libm's scalar `expf` the GELU passes were the second-largest item
-//! of the default job's training step (BENCHMARKS.md).
+//! instructions, chosen at run time. With libm's scalar `expf` the GELU passes were
+//! the second-largest item of the default job's training step (BENCHMARKS.md).
 //!
 //! [`gelu`] takes this path on `Flex` (inference) and `Autodiff<Flex>` (training), for
 //! f32 tensors; every other backend uses Burn's `activation::gelu`.
