@@ -130,7 +130,7 @@ unsafe fn product_at(
 struct SharedOut(*mut f32);
 
 // SAFETY: only used for writes to disjoint elements, by jobs that end before the
-// buffer is used again (see `pointwise_forward_view`).
+// buffer is used again (see `pointwise_forward`).
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
@@ -178,15 +178,6 @@ pub struct WeightView<'a> {
 }
 
 impl<'a> WeightView<'a> {
-    /// A contiguous `[in, out]` weight with `outputs` columns.
-    pub fn in_out(data: &'a [f32], outputs: usize) -> Self {
-        Self {
-            data,
-            along_in: outputs,
-            along_out: 1,
-        }
-    }
-
     /// `W^T` (`[out, in]`) from output row `first` on, as a product operand.
     fn transposed_from(self, first: usize) -> Operand<'a> {
         Operand {
@@ -207,20 +198,10 @@ impl<'a> WeightView<'a> {
 }
 
 /// `W^T x[n] + b` for every sample: `x` `[batch, inputs, positions]`, `weight`
-/// `[inputs, outputs]`, `bias` `[outputs]`; returns `[batch, outputs, positions]`.
+/// `[inputs, outputs]` seen through a [`WeightView`] (the product checks that every
+/// element the view addresses lies inside its data), `bias` `[outputs]`; returns
+/// `[batch, outputs, positions]`.
 pub fn pointwise_forward(
-    x: &[f32],
-    weight: &[f32],
-    bias: &[f32],
-    shape: PointwiseShape,
-) -> Vec<f32> {
-    assert_eq!(weight.len(), shape.inputs * shape.outputs, "weight size");
-    pointwise_forward_view(x, WeightView::in_out(weight, shape.outputs), bias, shape)
-}
-
-/// [`pointwise_forward`] with the weight read through a [`WeightView`] (the product
-/// checks that every element the view addresses lies inside its data).
-pub fn pointwise_forward_view(
     x: &[f32],
     weight: WeightView<'_>,
     bias: &[f32],
@@ -343,22 +324,9 @@ impl OutBlock {
 }
 
 /// The gradients of [`pointwise_forward`] from the output gradient `dy`
-/// (`[batch, outputs, positions]`): `(dx, dweight, dbias)`, `dx` only when asked for.
+/// (`[batch, outputs, positions]`): `(dx, dweight, dbias)`, `dx` only when asked for;
+/// the weight gradient is `[inputs, outputs]` whatever the view's strides.
 pub fn pointwise_backward(
-    x: &[f32],
-    weight: &[f32],
-    dy: &[f32],
-    shape: PointwiseShape,
-    want_dx: bool,
-) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
-    assert_eq!(weight.len(), shape.inputs * shape.outputs, "weight size");
-    let weight = WeightView::in_out(weight, shape.outputs);
-    pointwise_backward_view(x, weight, dy, shape, want_dx)
-}
-
-/// [`pointwise_backward`] with the weight read through a [`WeightView`]; the weight
-/// gradient is `[inputs, outputs]` whatever the view's strides.
-pub fn pointwise_backward_view(
     x: &[f32],
     weight: WeightView<'_>,
     dy: &[f32],
@@ -462,7 +430,7 @@ pub fn pointwise_backward_view(
 pub(crate) use flex::{try_fast, try_fast_with};
 
 mod flex {
-    use super::{pointwise_backward_view, pointwise_forward_view, PointwiseShape, WeightView};
+    use super::{pointwise_backward, pointwise_forward, PointwiseShape, WeightView};
     use crate::kernels::flex_types::{flex_tensor, same, Ad, AdTensor};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -531,7 +499,7 @@ mod flex {
     ) -> FlexTensor {
         let (x, bias) = (x.to_contiguous(), bias.to_contiguous());
         let weight = StridedWeight::of(weight, shape.outputs);
-        let y = pointwise_forward_view(
+        let y = pointwise_forward(
             x.storage::<f32>(),
             weight.view(),
             bias.storage::<f32>(),
@@ -598,7 +566,7 @@ mod flex {
             let weight = checkpointer.retrieve_node_output::<FlexTensor>(weight_state);
             let (x, dy) = (x.to_contiguous(), grad.to_contiguous());
             let weight = StridedWeight::of(&weight, shape.outputs);
-            let (dx, dweight, dbias) = pointwise_backward_view(
+            let (dx, dweight, dbias) = pointwise_backward(
                 x.storage::<f32>(),
                 weight.view(),
                 dy.storage::<f32>(),
