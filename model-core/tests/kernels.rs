@@ -325,7 +325,7 @@ fn polynomial_exp_matches_std_exp() {
 #[test]
 fn fused_pointwise_matches_composed_values_and_gradients() {
     use burn::nn::{Linear, LinearConfig};
-    use model_core::convnext::norm::{pointwise, pointwise_composed};
+    use model_core::convnext::norm::{pointwise, pointwise_composed, pointwise_layer};
     let device = Default::default();
     // [batch, inputs, outputs, positions]
     for [n, ci, co, p] in [
@@ -337,6 +337,8 @@ fn fused_pointwise_matches_composed_values_and_gradients() {
         // threads, 11 + 11 + 11 + 8 with four).
         [1, 24, 41, 30],
         [2, 24, 96, 49],
+        // More than one 32 x 32 tile of the output-major copy each way.
+        [2, 40, 35, 9],
         [9, 3, 11, 17],
         [33, 1, 4, 1],
     ] {
@@ -357,8 +359,13 @@ fn fused_pointwise_matches_composed_values_and_gradients() {
         let x = Tensor::<Flex, 3>::random([n, ci, p], Distribution::Normal(0.0, 1.0), &device);
         let upstream =
             Tensor::<Flex, 3>::random([n, co, p], Distribution::Normal(0.0, 1.0), &device);
-        let run = |fused: bool| {
-            let layer = layer.clone();
+        let run = |fused: bool, out_major: bool| {
+            let layer = if out_major {
+                // Stored `[out, in]` in memory, as the network's blocks store theirs.
+                pointwise_layer(layer.clone())
+            } else {
+                layer.clone()
+            };
             let xa = Tensor::<B, 3>::from_inner(x.clone()).require_grad();
             let y = if fused {
                 pointwise(&layer, xa.clone())
@@ -379,20 +386,27 @@ fn fused_pointwise_matches_composed_values_and_gradients() {
                     .expect("bias has a gradient"),
             )
         };
-        let (y, dx, dw, db) = run(true);
-        let (y_ref, dx_ref, dw_ref, db_ref) = run(false);
-        assert_close(&case, "outputs", y, y_ref.clone());
-        assert_close(&case, "input gradients", dx, dx_ref);
-        assert_close(&case, "weight gradients", dw, dw_ref);
-        assert_close(&case, "bias gradients", db, db_ref);
-        // The inference backend takes the fused path too.
-        let plain_layer: Linear<Flex> = layer.valid();
-        assert_close(
-            &case,
-            "Flex outputs",
-            pointwise(&plain_layer, x.clone()),
-            y_ref,
-        );
+        let (y_ref, dx_ref, dw_ref, db_ref) = run(false, false);
+        for out_major in [false, true] {
+            let case = format!("{case}, weight stored output-major: {out_major}");
+            let (y, dx, dw, db) = run(true, out_major);
+            assert_close(&case, "outputs", y, y_ref.clone());
+            assert_close(&case, "input gradients", dx, dx_ref.clone());
+            assert_close(&case, "weight gradients", dw, dw_ref.clone());
+            assert_close(&case, "bias gradients", db, db_ref.clone());
+            // The inference backend takes the fused path too.
+            let plain_layer: Linear<Flex> = if out_major {
+                pointwise_layer(layer.valid())
+            } else {
+                layer.valid()
+            };
+            assert_close(
+                &case,
+                "Flex outputs",
+                pointwise(&plain_layer, x.clone()),
+                y_ref.clone(),
+            );
+        }
     }
 }
 

@@ -257,3 +257,81 @@ fn exported_weights_load_back_in_f32_and_f16() {
     let err = load_safetensors(config.init::<B>(&device), b"garbage".to_vec()).unwrap_err();
     assert!(matches!(err, LoadError::File(_)), "{err}");
 }
+
+/// The strides of a Flex weight as it lies in memory.
+fn strides(weight: Tensor<B, 2>) -> Vec<isize> {
+    weight.into_primitive().tensor().layout().strides().to_vec()
+}
+
+#[test]
+fn pointwise_weights_lie_output_major_on_the_cpu_and_are_saved_input_major() {
+    use burn::backend::NdArray;
+    use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+    let device = Default::default();
+    let config = ConvNextConfig::test_tiny();
+    let backbone = config.init::<B>(&device);
+    let block = &backbone.encoder.stages[0].layers[0];
+    let weight = block.pwconv1.weight.val();
+    let [inputs, outputs] = weight.dims();
+    assert!(outputs > inputs, "pwconv1 widens: {inputs} -> {outputs}");
+    // Stored `[out, in]`: one step along the inputs is one element.
+    assert_eq!(
+        strides(weight.clone()),
+        vec![1, inputs as isize],
+        "fresh pwconv1"
+    );
+    let [hidden, _] = block.pwconv2.weight.dims();
+    assert_eq!(
+        strides(block.pwconv2.weight.val()),
+        vec![1, hidden as isize],
+        "fresh pwconv2"
+    );
+
+    // Saved and loaded: the same values, stored output-major again on Flex, and read
+    // by a backend without the kernels (NdArray) as the same `[in, out]` matrix.
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let bytes =
+        Recorder::<B>::record(&recorder, backbone.clone().into_record(), ()).expect("record");
+    let loaded = config
+        .init::<B>(&device)
+        .load_record(Recorder::<B>::load(&recorder, bytes.clone(), &device).expect("load"));
+    let reloaded = loaded.encoder.stages[0].layers[0].pwconv1.weight.val();
+    assert_eq!(
+        strides(reloaded.clone()),
+        vec![1, inputs as isize],
+        "loaded pwconv1"
+    );
+    assert_eq!(
+        reloaded.into_data(),
+        weight.clone().into_data(),
+        "loaded values"
+    );
+    let cpu = Default::default();
+    let other = config
+        .init::<NdArray>(&cpu)
+        .load_record(Recorder::<NdArray>::load(&recorder, bytes, &cpu).expect("load on NdArray"));
+    let on_ndarray = other.encoder.stages[0].layers[0].pwconv1.weight.val();
+    assert_eq!(on_ndarray.dims(), [inputs, outputs]);
+    assert_eq!(
+        on_ndarray.into_data().to_vec::<f32>().unwrap(),
+        weight.into_data().to_vec::<f32>().unwrap(),
+        "NdArray reads the record as the same matrix"
+    );
+
+    // Training: the weight stays a parameter that receives a gradient.
+    let trained = config.init::<AB>(&device);
+    let block = &trained.encoder.stages[0].layers[0];
+    assert_eq!(
+        strides(block.pwconv1.weight.val().inner()),
+        vec![1, inputs as isize],
+        "fresh pwconv1 under autodiff"
+    );
+    let x = Tensor::<AB, 4>::random([2, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
+    let grads = trained.forward_features(x).sum().backward();
+    let grad = block
+        .pwconv1
+        .weight
+        .grad(&grads)
+        .expect("pwconv1 has a gradient");
+    assert_eq!(grad.dims(), [inputs, outputs]);
+}

@@ -2,7 +2,7 @@
 //! layer scale, and a residual connection with stochastic depth.
 
 use super::config::ConvNextConfig;
-use super::norm::{channels_first, per_sample, pointwise};
+use super::norm::{channels_first, per_sample, pointwise, pointwise_layer};
 use crate::kernels::gelu::gelu;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -54,8 +54,8 @@ impl<B: Backend> Block<B> {
             layernorm: LayerNormConfig::new(channels)
                 .with_epsilon(config.norm_eps)
                 .init(device),
-            pwconv1: LinearConfig::new(channels, hidden).init(device),
-            pwconv2: LinearConfig::new(hidden, channels).init(device),
+            pwconv1: pointwise_layer(LinearConfig::new(channels, hidden).init(device)),
+            pwconv2: pointwise_layer(LinearConfig::new(hidden, channels).init(device)),
             layer_scale_parameter,
             drop_path,
             eps: config.norm_eps,

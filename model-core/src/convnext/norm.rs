@@ -91,6 +91,24 @@ pub fn pointwise<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3
     pointwise_composed(linear, x)
 }
 
+/// A pointwise layer (`Linear`, `[in, out]`) whose weight, on the CPU backends, is
+/// stored output-major in memory, as the pointwise kernel reads it fastest
+/// (`kernels::pointwise::out_major`); its values, its shape and its saved record are
+/// those of `linear`, and every other backend keeps it as it is.
+pub fn pointwise_layer<B: Backend>(linear: Linear<B>) -> Linear<B> {
+    #[cfg(feature = "flex-kernels")]
+    {
+        let mut linear = linear;
+        linear.weight = linear
+            .weight
+            .init_mapper(crate::kernels::pointwise::out_major)
+            .load_mapper(crate::kernels::pointwise::out_major);
+        linear
+    }
+    #[cfg(not(feature = "flex-kernels"))]
+    linear
+}
+
 /// [`pointwise`] written with tensor operations, for every backend.
 pub fn pointwise_composed<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let weight = linear.weight.val();

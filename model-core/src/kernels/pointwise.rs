@@ -197,6 +197,34 @@ impl<'a> WeightView<'a> {
     }
 }
 
+/// `weight` copied output-major: `[out, in]`, the element of output `o` and input `i`
+/// at `o * inputs + i`, in tiles of 32 x 32 so that both sides of the copy stay in
+/// cache, spread over the threads.
+pub fn out_major_copy(weight: WeightView<'_>, inputs: usize, outputs: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    const TILE: usize = 32;
+    let mut out = vec![0.0f32; inputs * outputs];
+    out.par_chunks_mut(TILE * inputs.max(1))
+        .enumerate()
+        .for_each(|(block, rows)| {
+            let first = block * TILE;
+            let count = rows.len() / inputs.max(1);
+            for start in (0..inputs).step_by(TILE) {
+                let end = (start + TILE).min(inputs);
+                for o in 0..count {
+                    let column = (first + o) * weight.along_out;
+                    for (i, value) in rows[o * inputs + start..o * inputs + end]
+                        .iter_mut()
+                        .enumerate()
+                    {
+                        *value = weight.data[(start + i) * weight.along_in + column];
+                    }
+                }
+            }
+        });
+    out
+}
+
 /// `W^T x[n] + b` for every sample: `x` `[batch, inputs, positions]`, `weight`
 /// `[inputs, outputs]` seen through a [`WeightView`] (the product checks that every
 /// element the view addresses lies inside its data), `bias` `[outputs]`; returns
@@ -427,10 +455,12 @@ pub fn pointwise_backward(
     (dx, dw, db)
 }
 
-pub(crate) use flex::{try_fast, try_fast_with};
+pub(crate) use flex::{out_major, try_fast, try_fast_with};
 
 mod flex {
-    use super::{pointwise_backward, pointwise_forward, PointwiseShape, WeightView};
+    use super::{
+        out_major_copy, pointwise_backward, pointwise_forward, PointwiseShape, WeightView,
+    };
     use crate::kernels::flex_types::{flex_tensor, same, Ad, AdTensor};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -443,6 +473,48 @@ mod flex {
     use burn::tensor::{DType, Tensor, TensorPrimitive};
     use burn_flex::FlexTensor;
     use std::any::TypeId;
+
+    /// `weight` (`[in, out]`) with its values stored output-major: still `[in, out]` to
+    /// every reader (and in a saved record), but lying in memory as `[out, in]`, each
+    /// output's weights together, on Flex and `Autodiff<Flex>`; other backends' tensors
+    /// are returned as they are.
+    ///
+    /// The matrix products behind the forward pass read a weight stored so in place.
+    /// Stored input-major, gemm repacked the whole weight on every call, which in the
+    /// late stages (few positions, large weights) cost as much as the product itself:
+    /// `768 x 3072` by `3072 x 49` ran at 114 GFLOP/s on two cores, 268 output-major
+    /// (BENCHMARKS.md). Used as a parameter's initialisation and load mapper, so both
+    /// a fresh and a loaded network are stored so; the gradient keeps `[in, out]`.
+    pub(crate) fn out_major<B: Backend>(weight: Tensor<B, 2>) -> Tensor<B, 2> {
+        fn flex_out_major(weight: Tensor<Flex, 2>) -> Tensor<Flex, 2> {
+            let [inputs, _] = weight.dims();
+            let strides = weight
+                .clone()
+                .into_primitive()
+                .tensor()
+                .layout()
+                .strides()
+                .to_vec();
+            if strides == [1, inputs as isize] {
+                return weight;
+            }
+            let device = weight.device();
+            // `into_data` lays the transposed view out contiguously: `[out, in]`.
+            Tensor::<Flex, 2>::from_data(weight.transpose().into_data(), &device).transpose()
+        }
+        let id = TypeId::of::<B>();
+        if id == TypeId::of::<Flex>() {
+            let weight = same::<_, Tensor<Flex, 2>>(weight).expect("checked Flex");
+            same(flex_out_major(weight)).expect("checked Flex")
+        } else if id == TypeId::of::<Ad>() {
+            let weight = same::<_, Tensor<Ad, 2>>(weight).expect("checked Autodiff<Flex>");
+            let require_grad = weight.is_require_grad();
+            let stored = Tensor::<Ad, 2>::from_inner(flex_out_major(weight.inner()));
+            same(stored.set_require_grad(require_grad)).expect("checked Autodiff<Flex>")
+        } else {
+            weight
+        }
+    }
 
     /// `linear` at every position of `[batch, in, positions]` (see the module
     /// documentation); `None` where the backend is not Flex or `Autodiff<Flex>`, the
@@ -499,12 +571,23 @@ mod flex {
     ) -> FlexTensor {
         let (x, bias) = (x.to_contiguous(), bias.to_contiguous());
         let weight = StridedWeight::of(weight, shape.outputs);
-        let y = pointwise_forward(
-            x.storage::<f32>(),
-            weight.view(),
-            bias.storage::<f32>(),
-            shape,
-        );
+        // The products read an output-major weight in place and repack any other on
+        // every call (see `out_major`): a weight stored input-major (the optimizer's
+        // update and the running average write them so) is copied once here instead,
+        // for all the samples.
+        let copy;
+        let view = match weight.view() {
+            view if view.along_in == 1 || shape.inputs * shape.outputs == 0 => view,
+            view => {
+                copy = out_major_copy(view, shape.inputs, shape.outputs);
+                WeightView {
+                    data: &copy,
+                    along_in: 1,
+                    along_out: shape.inputs,
+                }
+            }
+        };
+        let y = pointwise_forward(x.storage::<f32>(), view, bias.storage::<f32>(), shape);
         flex_tensor(y, vec![shape.batch, shape.outputs, shape.positions])
     }
 
