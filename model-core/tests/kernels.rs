@@ -66,6 +66,13 @@ fn matches_stock_conv2d(ours_of: impl Fn(&Conv2d<B>, Tensor<B, 4>) -> Tensor<B, 
         ([2, 64, 64, 32, 2, 2], 3),
         ([3, 6, 9, 3, 5, 7], 3),
         ([2, 4, 6, 1, 3, 5], 3),
+        // Groups of 8 or more outputs (the heads' shape, 16 per group, and 20 per group:
+        // one full block of 16 lanes and one of 4), which Flex's inference path runs
+        // with the grouped kernel.
+        ([2, 64, 64, 4, 7, 7], 3),
+        ([1, 40, 40, 2, 5, 3], 3),
+        ([3, 24, 48, 3, 1, 2], 5),
+        ([1, 16, 8, 2, 4, 6], 1),
     ] {
         let conv = same_layer(c, co, groups, k);
         let x = Tensor::<B, 4>::random([n, c, h, w], Distribution::Normal(0.2, 1.5), &device)

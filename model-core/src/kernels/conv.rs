@@ -109,23 +109,37 @@ fn input_grad<I: Backend>(
     weight: I::FloatTensorPrimitive,
     shape: GroupedConvShape,
 ) -> I::FloatTensorPrimitive {
+    I::conv2d(
+        grad,
+        turned_filters::<I>(weight, shape),
+        None,
+        same_options(&shape),
+    )
+}
+
+/// The filters of [`input_grad`]'s convolution: filter (o, i) of group g becomes filter
+/// (i, o) of the same group, turned by 180 degrees, `[channels_in, out/g, k, k]`.
+#[cfg(feature = "autodiff-kernels")]
+fn turned_filters<I: Backend>(
+    weight: I::FloatTensorPrimitive,
+    shape: GroupedConvShape,
+) -> I::FloatTensorPrimitive {
     use burn::tensor::Shape;
-    // Filter (o, i) of group g becomes filter (i, o) of the same group: [groups, out/g,
-    // in/g, k, k] -> [groups, in/g, out/g, k, k] -> [channels_in, out/g, k, k].
+    // [groups, out/g, in/g, k, k] -> [groups, in/g, out/g, k, k] -> [channels_in, out/g,
+    // k, k].
     let (in_g, out_g) = (
         shape.channels_in / shape.groups,
         shape.channels_out / shape.groups,
     );
     let k = shape.kernel;
-    let turned = if in_g == 1 && out_g == 1 {
+    let exchanged = if in_g == 1 && out_g == 1 {
         weight
     } else {
         let w = I::float_reshape(weight, Shape::new([shape.groups, out_g, in_g, k, k]));
         let w = I::float_swap_dims(w, 1, 2);
         I::float_reshape(w, Shape::new([shape.channels_in, out_g, k, k]))
     };
-    let turned = I::float_flip(turned, &[2, 3]);
-    I::conv2d(grad, turned, None, same_options(&shape))
+    I::float_flip(exchanged, &[2, 3])
 }
 
 /// A tensor of `Autodiff<I>` as its autodiff node plus the inner backend's tensor.
@@ -381,7 +395,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(feature = "flex-kernels")]
 mod flex {
     use super::{
-        fits, grouped_conv_weight_grad, input_grad, recorded_conv, stock_conv, GroupedConvShape,
+        fits, grouped_conv_weight_grad, input_grad, recorded_conv, stock_conv, turned_filters,
+        GroupedConvShape,
     };
     use crate::kernels::depthwise::{depthwise_same, DepthwiseShape};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -396,11 +411,13 @@ mod flex {
     use std::any::TypeId;
 
     use crate::kernels::flex_types::{same, Ad, AdTensor};
+    use crate::kernels::grouped;
 
     pub(super) fn try_fast<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Option<Tensor<B, 4>> {
         if TypeId::of::<B>() == TypeId::of::<Flex>() {
-            // Inference: only the depthwise forward differs from the stock path.
-            let shape = fits(conv, &x).filter(is_depthwise)?;
+            // Inference: only the depthwise and grouped forward passes differ from the
+            // stock path.
+            let shape = fits(conv, &x).filter(|s| is_depthwise(s) || grouped::takes(s))?;
             let x: FlexTensor = same(x.into_primitive().tensor())?;
             let weight: FlexTensor = same(conv.weight.val().into_primitive().tensor())?;
             let bias: FlexTensor = same(conv.bias.as_ref()?.val().into_primitive().tensor())?;
@@ -462,7 +479,7 @@ mod flex {
                 let dx = if is_depthwise(&shape) {
                     depthwise(grad, weight, None, true, shape)
                 } else {
-                    input_grad::<Flex>(grad, weight, shape)
+                    grouped_input_grad(grad, weight, shape)
                 };
                 grads.register::<Flex>(node.id, dx);
             }
@@ -471,6 +488,30 @@ mod flex {
 
     fn forward(x: AdTensor, weight: AdTensor, bias: AdTensor, shape: GroupedConvShape) -> AdTensor {
         recorded_conv::<Flex, _>(GroupedConvBackward, forward_flex, x, weight, bias, shape)
+    }
+
+    /// [`input_grad`] on Flex: its convolution (the output gradient with the turned
+    /// filters, `channels_in` outputs) by the grouped kernel where that takes it.
+    fn grouped_input_grad(
+        grad: FlexTensor,
+        weight: FlexTensor,
+        shape: GroupedConvShape,
+    ) -> FlexTensor {
+        let back = GroupedConvShape {
+            channels_in: shape.channels_out,
+            channels_out: shape.channels_in,
+            ..shape
+        };
+        if !grouped::takes(&back) {
+            return input_grad::<Flex>(grad, weight, shape);
+        }
+        let turned = turned_filters::<Flex>(weight, shape).to_contiguous();
+        let grad = grad.to_contiguous();
+        let zeros = vec![0.0f32; back.channels_out];
+        let dx =
+            grouped::grouped_same(grad.storage::<f32>(), turned.storage::<f32>(), &zeros, back);
+        let dims = [shape.batch, shape.channels_in, shape.height, shape.width];
+        FlexTensor::from_data(TensorData::new(dx, dims))
     }
 
     /// One filter per channel, each reading its own channel.
@@ -488,6 +529,20 @@ mod flex {
     ) -> FlexTensor {
         if is_depthwise(&shape) {
             depthwise(x, weight, Some(bias), false, shape)
+        } else if grouped::takes(&shape) {
+            let (x, weight, bias) = (
+                x.to_contiguous(),
+                weight.to_contiguous(),
+                bias.to_contiguous(),
+            );
+            let out = grouped::grouped_same(
+                x.storage::<f32>(),
+                weight.storage::<f32>(),
+                bias.storage::<f32>(),
+                shape,
+            );
+            let dims = [shape.batch, shape.channels_out, shape.height, shape.width];
+            FlexTensor::from_data(TensorData::new(out, dims))
         } else {
             stock_conv::<Flex>(x, weight, bias, shape)
         }

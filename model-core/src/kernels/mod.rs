@@ -39,6 +39,8 @@ pub mod conv;
 #[cfg(feature = "flex-kernels")]
 pub mod depthwise;
 pub mod gelu;
+#[cfg(feature = "flex-kernels")]
+pub mod grouped;
 pub mod layer_norm;
 pub mod patches;
 #[cfg(feature = "flex-kernels")]
