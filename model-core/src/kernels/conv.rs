@@ -24,7 +24,9 @@
 //! run-time type check, so the model stays generic over `B: Backend`) and the layer
 //! has such a shape. For depthwise layers the forward convolution and the input
 //! gradient are [`super::depthwise`]'s kernel, on `Flex` (inference) as well; grouped
-//! layers keep Flex's own forward convolution.
+//! layers with at least 8 channels per group (the heads' at their reference width) are
+//! [`super::grouped`]'s, forward and input gradient, and the others keep Flex's own
+//! convolution.
 //!
 //! The GPU backends (CubeCL: CUDA, wgpu) have the same problem in a worse form: their
 //! grouped weight gradient launches one convolution, one slice and one slice-assign per

@@ -26,7 +26,7 @@ pub const MIN_OUTPUTS_PER_GROUP: usize = 8;
 /// depthwise layer has its own kernel, a dense one Flex's product), each with at least
 /// [`MIN_OUTPUTS_PER_GROUP`] outputs.
 pub fn takes(shape: &GroupedConvShape) -> bool {
-    shape.groups > 0
+    shape.groups > 1
         && shape.channels_in % shape.groups == 0
         && shape.channels_out % shape.groups == 0
         && shape.channels_out / shape.groups >= MIN_OUTPUTS_PER_GROUP
