@@ -620,6 +620,15 @@ mod flex {
             }
         }
 
+        /// The weight made contiguous `[in, out]` (no copy when it already is).
+        fn input_major(weight: &FlexTensor, outputs: usize) -> Self {
+            Self {
+                tensor: weight.to_contiguous(),
+                offset: 0,
+                along: [outputs, 1],
+            }
+        }
+
         fn view(&self) -> WeightView<'_> {
             WeightView {
                 data: &self.tensor.storage::<f32>()[self.offset..],
@@ -648,7 +657,13 @@ mod flex {
             let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
             let weight = checkpointer.retrieve_node_output::<FlexTensor>(weight_state);
             let (x, dy) = (x.to_contiguous(), grad.to_contiguous());
-            let weight = StridedWeight::of(&weight, shape.outputs);
+            // Always input-major here, whatever way the parameter lies (output-major
+            // when fresh or loaded, input-major after an optimizer step): gemm's
+            // rounding follows the operands' layout, and a run resumed from a
+            // checkpoint must retrace the uninterrupted run bit for bit. A copy only
+            // where the weight lies otherwise (a patch layer's; a block's on its first
+            // step).
+            let weight = StridedWeight::input_major(&weight, shape.outputs);
             let (dx, dweight, dbias) = pointwise_backward(
                 x.storage::<f32>(),
                 weight.view(),
