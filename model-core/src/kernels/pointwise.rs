@@ -482,9 +482,10 @@ mod flex {
     /// The matrix products behind the forward pass read a weight stored so in place.
     /// Stored input-major, gemm repacked the whole weight on every call, which in the
     /// late stages (few positions, large weights) cost as much as the product itself:
-    /// `768 x 3072` by `3072 x 49` ran at 114 GFLOP/s on two cores, 268 output-major
-    /// (BENCHMARKS.md). Used as a parameter's initialisation and load mapper, so both
-    /// a fresh and a loaded network are stored so; the gradient keeps `[in, out]`.
+    /// 768 inputs to 3072 outputs at 49 positions ran at 110 GFLOP/s on two cores, 245
+    /// output-major (`--example pointwise_layouts`, BENCHMARKS.md). Used as a
+    /// parameter's initialisation and load mapper, so both a fresh and a loaded
+    /// network are stored so; the gradient keeps `[in, out]`.
     pub(crate) fn out_major<B: Backend>(weight: Tensor<B, 2>) -> Tensor<B, 2> {
         fn flex_out_major(weight: Tensor<Flex, 2>) -> Tensor<Flex, 2> {
             let [inputs, _] = weight.dims();
