@@ -12,7 +12,8 @@
 //! copy of the weights laid out `[group, lane block, input, tap, lane]`. The vector
 //! dimension is the output channels, not the positions, so small maps lose nothing to
 //! their ragged rows; groups of fewer than [`MIN_OUTPUTS_PER_GROUP`] outputs keep the
-//! stock path, which would waste most of the lanes.
+//! stock path, since they would leave more than half of the lanes idle (a bound chosen,
+//! not measured: only 16 outputs per group were timed).
 
 use super::conv::GroupedConvShape;
 
@@ -76,6 +77,14 @@ pub fn grouped_same(x: &[f32], weight: &[f32], bias: &[f32], shape: GroupedConvS
     let pad = kernel / 2;
     let row = width + 2 * pad;
     let bordered_plane = (height + 2 * pad) * row;
+    let geometry = Geometry {
+        ins,
+        height,
+        width,
+        kernel,
+        row,
+        bordered_plane,
+    };
     let task = |(index, slab): (usize, &mut [f32])| {
         let (n, g) = (index / groups, index % groups);
         // The group's input planes with a zero border of `pad` on every side.
@@ -95,14 +104,6 @@ pub fn grouped_same(x: &[f32], weight: &[f32], bias: &[f32], shape: GroupedConvS
             let mut start = [0.0f32; LANES];
             start[..lanes].copy_from_slice(&bias[g * outs + first..][..lanes]);
             let weights = &packed[(g * blocks + b) * block_len..][..block_len];
-            let geometry = Geometry {
-                ins,
-                height,
-                width,
-                kernel,
-                row,
-                bordered_plane,
-            };
             block_conv(&bordered, weights, start, geometry, &mut tile);
             // Lane `l` of position `p` is output channel `first + l` of the group.
             for (l, channel) in slab[first * plane..(first + lanes) * plane]
