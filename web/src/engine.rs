@@ -126,7 +126,7 @@ async fn read_f32<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::NdArray;
+    use burn::backend::Flex;
     use model_core::convnext::ConvNextConfig;
     use model_core::export::{ExportedCategory, FORMAT};
     use model_core::heads::HeadConfig;
@@ -137,7 +137,7 @@ mod tests {
     use std::sync::Arc;
     use std::task::{Context, Poll, Wake, Waker};
 
-    type B = NdArray<f32>;
+    type B = Flex;
 
     /// Runs a future to completion on this thread (the engine's futures are ready at
     /// once on the CPU backend).

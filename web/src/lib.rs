@@ -11,7 +11,8 @@
 //!
 //! They talk through the serde messages of [`protocol`]. The platform-independent parts
 //! ([`engine`], [`protocol`], [`submission`]) build natively too and are tested there on
-//! the ndarray backend; [`browser`] exists only on wasm32.
+//! the Flex backend, which the page's CPU fallback runs; [`browser`] exists only on
+//! wasm32.
 
 pub mod engine;
 pub mod protocol;

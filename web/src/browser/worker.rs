@@ -5,19 +5,19 @@
 //! Backend choice: `auto` probes `navigator.gpu.requestAdapter()` and uses Burn's wgpu
 //! backend on WebGPU when the browser offers a hardware adapter; with no adapter, or
 //! only a software fallback (`isFallbackAdapter`, e.g. SwiftShader, measured 30 to 120
-//! times slower here than the CPU backend; see BENCHMARKS.md), it runs Burn's ndarray
-//! backend (wasm SIMD) and a notice says why. `webgpu` and `cpu` force one. The probe
-//! runs before Burn touches WebGPU because Burn panics when no adapter exists, and a
-//! panic leaves a WebAssembly instance unusable; any other panic is reported to the
-//! page ([`FromWorker::Crashed`]), which restarts the worker (on the CPU in `auto`
-//! mode).
+//! times slower here than the CPU backend; see BENCHMARKS.md), it runs Burn's Flex
+//! backend with model-core's kernels (wasm SIMD, one thread) and a notice says why.
+//! `webgpu` and `cpu` force one. The probe runs before Burn touches WebGPU because Burn
+//! panics when no adapter exists, and a panic leaves a WebAssembly instance unusable;
+//! any other panic is reported to the page ([`FromWorker::Crashed`]), which restarts
+//! the worker (on the CPU in `auto` mode).
 
 use super::{describe_js, pack, unpack};
 use crate::engine::{Tagged, Tagger};
 use crate::protocol::{BackendChoice, BackendKind, FromWorker, ToWorker, WeightsSource};
 use crate::WebError;
 use burn::backend::wgpu::{init_setup_async, RuntimeOptions, WgpuDevice};
-use burn::backend::{NdArray, Wgpu};
+use burn::backend::{Flex, Wgpu};
 use model_core::export::{WebManifest, MANIFEST_FILE};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -99,7 +99,7 @@ struct Export {
 
 /// The loaded network on its backend (boxed: the worker holds one at a time).
 enum Model {
-    Cpu(Box<Tagger<NdArray<f32>>>),
+    Cpu(Box<Tagger<Flex>>),
     Gpu(Box<Tagger<Wgpu<f32, i32, u32>>>),
 }
 
