@@ -239,33 +239,43 @@ fn fused_gelu_matches_stock_gelu_values_and_gradients() {
         let x = Tensor::<Flex, 4>::random(shape, Distribution::Normal(0.0, spread as f64), &device);
         // A random upstream gradient, so every element's slope is checked.
         let weights = Tensor::<Flex, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-        let run = |fused: bool| {
+        // `Sole` hands GELU a map nothing else holds (as a pointwise layer's output
+        // is), which it overwrites with its values.
+        #[derive(Clone, Copy, Debug)]
+        enum Run {
+            Stock,
+            Shared,
+            Sole,
+        }
+        let run = |how: Run| {
             let xa = Tensor::<B, 4>::from_inner(x.clone()).require_grad();
-            let y = if fused {
-                gelu(xa.clone())
-            } else {
-                activation::gelu(xa.clone())
+            let y = match how {
+                Run::Stock => activation::gelu(xa.clone()),
+                Run::Shared => gelu(xa.clone()),
+                Run::Sole => gelu(xa.clone() * 1.0),
             };
             let loss = (y.clone() * Tensor::from_inner(weights.clone())).sum();
             let grads = loss.backward();
             (y.inner(), xa.grad(&grads).expect("x has a gradient"))
         };
-        let (y_ours, dx_ours) = run(true);
-        let (y_stock, dx_stock) = run(false);
-        let (value_diff, grad_diff) = (
-            max_diff(y_ours.clone(), y_stock.clone()),
-            max_diff(dx_ours, dx_stock),
-        );
-        // Absolute: erf's approximation is within 1.5e-7, and f32 rounding of values up
-        // to 8 * spread adds a few ulps.
-        assert!(
-            value_diff < 2e-6 * spread,
-            "{case}: values differ by {value_diff}"
-        );
-        assert!(
-            grad_diff < 2e-6 * spread,
-            "{case}: gradients differ by {grad_diff}"
-        );
+        let (y_stock, dx_stock) = run(Run::Stock);
+        for how in [Run::Shared, Run::Sole] {
+            let (y_ours, dx_ours) = run(how);
+            let (value_diff, grad_diff) = (
+                max_diff(y_ours, y_stock.clone()),
+                max_diff(dx_ours, dx_stock.clone()),
+            );
+            // Absolute: erf's approximation is within 1.5e-7, and f32 rounding of values
+            // up to 8 * spread adds a few ulps.
+            assert!(
+                value_diff < 2e-6 * spread,
+                "{case} {how:?}: values differ by {value_diff}"
+            );
+            assert!(
+                grad_diff < 2e-6 * spread,
+                "{case} {how:?}: gradients differ by {grad_diff}"
+            );
+        }
         // Inference backend: the same values, whether the input is shared (a new
         // buffer) or held by nothing else (computed in its own buffer).
         let before = x.to_data();

@@ -6,7 +6,9 @@
 //! forward and more backward, each with its own buffer, all on one thread, with a
 //! scalar `erff` per element. In a profile of the default job's training step the erf
 //! alone was 6 % of the time (BENCHMARKS.md). Here the forward value and the gradient
-//! are each one pass, split over threads.
+//! are each one pass, split over threads. While training, the forward pass also
+//! computes each element's slope (it shares erf's exponential) and the graph keeps the
+//! slopes instead of the input, so the backward pass is a product per element.
 //!
 //! erf comes from the rational approximation of Abramowitz and Stegun (formula
 //! 7.1.26), whose absolute error is below 1.5e-7 over the whole real line in exact
@@ -73,6 +75,13 @@ pub fn exp_neg(x: f32) -> f32 {
 /// erf(x) to within 5e-7 in f32 (Abramowitz and Stegun 7.1.26).
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
+    erf_and_gauss(x).0
+}
+
+/// erf(x) and the e^(-x^2) inside it, which is also the normal density's exponential
+/// at x sqrt 2: GELU's value and slope then share one exponential.
+#[inline(always)]
+fn erf_and_gauss(x: f32) -> (f32, f32) {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [
         0.254_829_6,
@@ -84,8 +93,9 @@ pub fn erf(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + P * a);
     let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    let y = 1.0 - poly * exp_neg(-a * a);
-    y.copysign(x)
+    let gauss = exp_neg(-a * a);
+    let y = 1.0 - poly * gauss;
+    (y.copysign(x), gauss)
 }
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -98,15 +108,20 @@ pub fn gelu_value(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2))
 }
 
-/// d/dx of x Phi(x): Phi(x) + x phi(x).
+/// x Phi(x) and its derivative Phi(x) + x phi(x), from one erf and one exponential;
+/// the value is bit for bit [`gelu_value`]'s.
 #[inline(always)]
-pub fn gelu_slope(x: f32) -> f32 {
-    let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
-    cdf + x * NORMAL_PEAK * exp_neg(-0.5 * x * x)
+pub fn gelu_value_and_slope(x: f32) -> (f32, f32) {
+    let (erf, gauss) = erf_and_gauss(x * FRAC_1_SQRT_2);
+    let value = 0.5 * x * (1.0 + erf);
+    let cdf = 0.5 * (1.0 + erf);
+    (value, cdf + x * NORMAL_PEAK * gauss)
 }
 
-/// The two element loops, written once and compiled three times on x86-64 (the
-/// baseline instruction set, AVX2 with FMA, AVX-512F; `widest_simd!`).
+/// The element loops, written once and compiled three times on x86-64 (the baseline
+/// instruction set, AVX2 with FMA, AVX-512F; `widest_simd!`). Training computes the
+/// slope with the value, while erf is at hand, and keeps it for the backward pass in
+/// place of the input, so the backward pass is one product per element.
 #[inline(always)]
 fn forward_loop(x: &[f32], out: &mut [f32]) {
     for (o, &v) in out.iter_mut().zip(x) {
@@ -115,14 +130,14 @@ fn forward_loop(x: &[f32], out: &mut [f32]) {
 }
 
 #[inline(always)]
-fn backward_loop(x: &[f32], grad: &[f32], out: &mut [f32]) {
-    for ((o, &v), &g) in out.iter_mut().zip(x).zip(grad) {
-        *o = g * gelu_slope(v);
+fn forward_slope_loop(x: &[f32], out: &mut [f32], slope: &mut [f32]) {
+    for ((o, s), &v) in out.iter_mut().zip(slope.iter_mut()).zip(x) {
+        (*o, *s) = gelu_value_and_slope(v);
     }
 }
 
-/// The two loops again, each writing over one of its inputs: a map that nothing else
-/// holds needs no new buffer (no allocation, no zeroing, one stream fewer).
+/// The forward loops again, writing over their input: a map that nothing else holds
+/// needs no new buffer (no allocation, no zeroing, one stream fewer).
 #[inline(always)]
 fn forward_loop_in_place(x: &mut [f32]) {
     for v in x.iter_mut() {
@@ -131,9 +146,9 @@ fn forward_loop_in_place(x: &mut [f32]) {
 }
 
 #[inline(always)]
-fn backward_loop_in_place(x: &[f32], grad: &mut [f32]) {
-    for (g, &v) in grad.iter_mut().zip(x) {
-        *g *= gelu_slope(v);
+fn forward_slope_loop_in_place(x: &mut [f32], slope: &mut [f32]) {
+    for (v, s) in x.iter_mut().zip(slope.iter_mut()) {
+        (*v, *s) = gelu_value_and_slope(*v);
     }
 }
 
@@ -141,13 +156,14 @@ widest_simd! {
     fn forward_chunk(x: &[f32], out: &mut [f32]) = forward_loop;
 }
 widest_simd! {
-    fn backward_chunk(x: &[f32], grad: &[f32], out: &mut [f32]) = backward_loop;
+    fn forward_slope_chunk(x: &[f32], out: &mut [f32], slope: &mut [f32]) = forward_slope_loop;
 }
 widest_simd! {
     fn forward_chunk_in_place(x: &mut [f32]) = forward_loop_in_place;
 }
 widest_simd! {
-    fn backward_chunk_in_place(x: &[f32], grad: &mut [f32]) = backward_loop_in_place;
+    fn forward_slope_chunk_in_place(x: &mut [f32], slope: &mut [f32]) =
+        forward_slope_loop_in_place;
 }
 
 /// Elements per parallel task: large enough to amortise the scheduling.
@@ -185,38 +201,54 @@ pub fn gelu_forward_in_place(x: &mut [f32]) {
     forward_chunk_in_place(x);
 }
 
-/// `grad[i] *= gelu'(x[i])`, in parallel chunks.
-pub fn gelu_backward_in_place(x: &[f32], grad: &mut [f32]) {
-    in_chunks(grad, x, |g, i| backward_chunk_in_place(i, g));
+/// `x[i] = gelu(x[i])` and `slope[i] = gelu'(x[i])` (at the input), in parallel chunks.
+pub fn gelu_forward_slope_in_place(x: &mut [f32], slope: &mut [f32]) {
+    assert_eq!(x.len(), slope.len());
+    #[cfg(feature = "flex-kernels")]
+    {
+        use rayon::prelude::*;
+        x.par_chunks_mut(CHUNK)
+            .zip(slope.par_chunks_mut(CHUNK))
+            .for_each(|(v, s)| forward_slope_chunk_in_place(v, s));
+    }
+    #[cfg(not(feature = "flex-kernels"))]
+    forward_slope_chunk_in_place(x, slope);
 }
 
-/// `out[i] = grad[i] * gelu'(x[i])`, in parallel chunks.
-pub fn gelu_backward_slice(x: &[f32], grad: &[f32], out: &mut [f32]) {
+/// `out[i] = gelu(x[i])` and `slope[i] = gelu'(x[i])`, in parallel chunks.
+pub fn gelu_forward_slope_slice(x: &[f32], out: &mut [f32], slope: &mut [f32]) {
     assert_eq!(x.len(), out.len());
-    assert_eq!(grad.len(), out.len());
-    let run = |((o, i), g): ((&mut [f32], &[f32]), &[f32])| backward_chunk(i, g, o);
+    assert_eq!(x.len(), slope.len());
     #[cfg(feature = "flex-kernels")]
     {
         use rayon::prelude::*;
         out.par_chunks_mut(CHUNK)
+            .zip(slope.par_chunks_mut(CHUNK))
             .zip(x.par_chunks(CHUNK))
-            .zip(grad.par_chunks(CHUNK))
-            .for_each(run);
+            .for_each(|((o, s), v)| forward_slope_chunk(v, o, s));
     }
     #[cfg(not(feature = "flex-kernels"))]
-    run(((out, x), grad));
+    forward_slope_chunk(x, out, slope);
+}
+
+/// `grad[i] *= slope[i]`, in parallel chunks: GELU's backward pass from the slopes its
+/// forward pass kept.
+pub fn scale_by_slope_in_place(slope: &[f32], grad: &mut [f32]) {
+    in_chunks(grad, slope, |g, s| {
+        g.iter_mut().zip(s).for_each(|(g, s)| *g *= s);
+    });
 }
 
 #[cfg(feature = "flex-kernels")]
 mod flex {
     use super::{
-        gelu_backward_in_place, gelu_backward_slice, gelu_forward_in_place, gelu_forward_slice,
+        gelu_forward_in_place, gelu_forward_slice, gelu_forward_slope_in_place,
+        gelu_forward_slope_slice, scale_by_slope_in_place,
     };
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::autodiff::NodeId;
     use burn::backend::Flex;
     use burn::tensor::backend::Backend;
     use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
@@ -245,6 +277,30 @@ mod flex {
         let mut out = vec![0.0f32; input.len()];
         gelu_forward_slice(input, &mut out);
         FlexTensor::from_data(TensorData::new(out, dims.to_vec()))
+    }
+
+    /// GELU and its slope at every element, as two contiguous Flex tensors; the values
+    /// in the input's own buffer when nothing else holds it (the pointwise layer's
+    /// output, while training, since the slopes replace the input in the graph).
+    fn forward_with_slope(x: FlexTensor, dims: &[usize]) -> (FlexTensor, FlexTensor) {
+        let mut x = into_contiguous(x);
+        let len = x.storage::<f32>().len();
+        let mut slope = vec![0.0f32; len];
+        let out = match x.try_storage_mut::<f32>() {
+            Some(values) => {
+                gelu_forward_slope_in_place(values, &mut slope);
+                x
+            }
+            None => {
+                let mut out = vec![0.0f32; len];
+                gelu_forward_slope_slice(x.storage::<f32>(), &mut out, &mut slope);
+                FlexTensor::from_data(TensorData::new(out, dims.to_vec()))
+            }
+        };
+        (
+            out,
+            FlexTensor::from_data(TensorData::new(slope, dims.to_vec())),
+        )
     }
 
     /// Whether [`try_fast`] takes `x` (an f32 tensor on Flex or `Autodiff<Flex>`).
@@ -276,31 +332,29 @@ mod flex {
     struct GeluBackward;
 
     impl Backward<Flex, 1> for GeluBackward {
-        /// The input as the checkpointer holds it, and its shape.
-        type State = (NodeId, Vec<usize>);
+        /// GELU's slope at every input element (contiguous) and the input's shape.
+        type State = (FlexTensor, Vec<usize>);
 
         fn backward(
             self,
             ops: Ops<Self::State, 1>,
             grads: &mut Gradients,
-            checkpointer: &mut Checkpointer,
+            _checkpointer: &mut Checkpointer,
         ) {
             let [node_x] = ops.parents;
             let grad = grads.consume::<Flex>(&ops.node);
-            let (x_state, dims) = ops.state;
-            let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
+            let (slope, dims) = ops.state;
             if let Some(node) = node_x {
-                let x = x.to_contiguous();
                 // The incoming gradient is usually held by nothing else: scale it in place.
                 let mut g = into_contiguous(grad);
                 let dx = match g.try_storage_mut::<f32>() {
                     Some(values) => {
-                        gelu_backward_in_place(x.storage::<f32>(), values);
+                        scale_by_slope_in_place(slope.storage::<f32>(), values);
                         g
                     }
-                    _ => {
-                        let mut out = vec![0.0f32; x.storage::<f32>().len()];
-                        gelu_backward_slice(x.storage::<f32>(), g.storage::<f32>(), &mut out);
+                    None => {
+                        let mut out = g.storage::<f32>().to_vec();
+                        scale_by_slope_in_place(slope.storage::<f32>(), &mut out);
                         FlexTensor::from_data(TensorData::new(out, dims))
                     }
                 };
@@ -315,10 +369,9 @@ mod flex {
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(mut prep) => {
-                let x_state = prep.checkpoint(&x);
-                let out = forward_flex(x.primitive, &dims);
-                prep.finish((x_state, dims), out)
+            OpsKind::Tracked(prep) => {
+                let (out, slope) = forward_with_slope(x.primitive, &dims);
+                prep.finish((slope, dims), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(forward_flex(x.primitive, &dims)),
         }
