@@ -161,61 +161,69 @@ fn other_layers_fall_back_to_the_stock_convolution() {
     }
 }
 
-/// The backend-free weight gradient against a sum written out term by term.
+/// The backend-free weight gradient against a sum written out term by term, on both of
+/// its paths: per-offset dot products (few inputs per group) and one matrix product per
+/// group (8 or more inputs per group).
 #[test]
 fn weight_gradient_matches_the_definition() {
-    let shape = GroupedConvShape {
-        batch: 2,
-        channels_in: 4,
-        channels_out: 6,
-        groups: 2,
-        height: 5,
-        width: 4,
-        kernel: 3,
-    };
-    let (n, ci, co, h, w, k) = (2, 4, 6, 5, 4, 3);
-    let (in_g, out_g) = (2, 3);
-    let x: Vec<f32> = (0..n * ci * h * w)
-        .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
-        .collect();
-    let g: Vec<f32> = (0..n * co * h * w)
-        .map(|i| ((i * 53 % 7) as f32 - 3.0) / 2.0)
-        .collect();
-    let (dw, db) = grouped_conv_weight_grad(&x, &g, shape);
-    let pad = (k / 2) as isize;
-    for o in 0..co {
-        let mut bias = 0.0;
-        for b in 0..n {
-            for y in 0..h {
-                for xo in 0..w {
-                    bias += g[((b * co + o) * h + y) * w + xo];
+    for (n, ci, co, groups, h, w, k) in [
+        (2, 4, 6, 2, 5, 4, 3),
+        (3, 16, 24, 2, 5, 7, 3),
+        (2, 8, 8, 1, 6, 3, 5),
+    ] {
+        let shape = GroupedConvShape {
+            batch: n,
+            channels_in: ci,
+            channels_out: co,
+            groups,
+            height: h,
+            width: w,
+            kernel: k,
+        };
+        let (in_g, out_g) = (ci / groups, co / groups);
+        let x: Vec<f32> = (0..n * ci * h * w)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        let g: Vec<f32> = (0..n * co * h * w)
+            .map(|i| ((i * 53 % 7) as f32 - 3.0) / 2.0)
+            .collect();
+        let (dw, db) = grouped_conv_weight_grad(&x, &g, shape);
+        let pad = (k / 2) as isize;
+        for o in 0..co {
+            let mut bias = 0.0;
+            for b in 0..n {
+                for y in 0..h {
+                    for xo in 0..w {
+                        bias += g[((b * co + o) * h + y) * w + xo];
+                    }
                 }
             }
-        }
-        assert!((db[o] - bias).abs() < 1e-4, "bias {o}");
-        for i in 0..in_g {
-            let ch = (o / out_g) * in_g + i;
-            for ky in 0..k {
-                for kx in 0..k {
-                    let mut sum = 0.0;
-                    for b in 0..n {
-                        for y in 0..h {
-                            for xo in 0..w {
-                                let iy = y as isize + ky as isize - pad;
-                                let ix = xo as isize + kx as isize - pad;
-                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                    continue;
+            assert!((db[o] - bias).abs() < 1e-4, "{shape:?}: bias {o}");
+            for i in 0..in_g {
+                let ch = (o / out_g) * in_g + i;
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let mut sum = 0.0;
+                        for b in 0..n {
+                            for y in 0..h {
+                                for xo in 0..w {
+                                    let iy = y as isize + ky as isize - pad;
+                                    let ix = xo as isize + kx as isize - pad;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let input =
+                                        x[((b * ci + ch) * h + iy as usize) * w + ix as usize];
+                                    sum += input * g[((b * co + o) * h + y) * w + xo];
                                 }
-                                let input = x[((b * ci + ch) * h + iy as usize) * w + ix as usize];
-                                sum += input * g[((b * co + o) * h + y) * w + xo];
                             }
                         }
+                        let got = dw[((o * in_g + i) * k + ky) * k + kx];
+                        assert!(
+                            (got - sum).abs() < 1e-4,
+                            "{shape:?}: weight {o},{i},{ky},{kx}: {got} vs {sum}"
+                        );
                     }
-                    let got = dw[((o * in_g + i) * k + ky) * k + kx];
-                    assert!(
-                        (got - sum).abs() < 1e-4,
-                        "weight {o},{i},{ky},{kx}: {got} vs {sum}"
-                    );
                 }
             }
         }

@@ -18,7 +18,8 @@
 //! - weight gradient: for each filter, the correlation of the input planes with the
 //!   output-gradient plane over the k x k offsets, summed over the batch: one dot
 //!   product per offset here (see [`grouped_conv_weight_grad`]), parallel over output
-//!   channels; the bias gradient falls out of the same loop.
+//!   channels, or, for groups of 8 inputs or more, one matrix product per group over
+//!   its unfolded inputs; the bias gradient falls out of the same loop.
 //!
 //! [`grouped_conv_same`] takes this path when the backend is `Autodiff<Flex>` (a
 //! run-time type check, so the model stays generic over `B: Backend`) and the layer
@@ -254,6 +255,10 @@ pub fn grouped_conv_weight_grad(
         "groups must divide both channel counts"
     );
     let (in_per_group, out_per_group) = (channels_in / groups, channels_out / groups);
+    #[cfg(feature = "flex-kernels")]
+    if in_per_group >= PRODUCT_INPUTS_PER_GROUP {
+        return weight_grad_by_products(x, grad, shape);
+    }
     let filter = in_per_group * kernel * kernel;
     let mut weight_grad = vec![0.0f32; channels_out * filter];
     let mut bias_grad = vec![0.0f32; channels_out];
@@ -312,6 +317,107 @@ pub fn grouped_conv_weight_grad(
     {
         one_filter(o, w_out, b_out);
     }
+    (weight_grad, bias_grad)
+}
+
+/// Groups with at least this many inputs take [`weight_grad_by_products`]. The heads'
+/// 3x3 convolutions (16 inputs a group, 7 x 7 planes at 224 px) are what it is for;
+/// the bound itself was chosen, not measured.
+#[cfg(feature = "flex-kernels")]
+const PRODUCT_INPUTS_PER_GROUP: usize = 8;
+
+/// [`grouped_conv_weight_grad`] as one matrix product per group: the group's output
+/// gradients `[outputs, batch * plane]` times its inputs unfolded into one row per
+/// (input, ky, kx), `[inputs * kernel^2, batch * plane]`, transposed. The per-offset
+/// dot products of the other path suit long planes; on the heads' small planes each of
+/// them is a few dozen products with a horizontal sum at the end, and a group's
+/// filters share every unfolded row here.
+#[cfg(feature = "flex-kernels")]
+fn weight_grad_by_products(
+    x: &[f32],
+    grad: &[f32],
+    shape: GroupedConvShape,
+) -> (Vec<f32>, Vec<f32>) {
+    use super::pointwise::{product, Operand};
+    use rayon::prelude::*;
+    let GroupedConvShape {
+        batch,
+        channels_in,
+        channels_out,
+        groups,
+        height,
+        width,
+        kernel,
+    } = shape;
+    let plane = height * width;
+    let (in_per_group, out_per_group) = (channels_in / groups, channels_out / groups);
+    let taps = kernel * kernel;
+    let filter = in_per_group * taps;
+    let columns = batch * plane;
+    let pad = kernel / 2;
+    let mut weight_grad = vec![0.0f32; channels_out * filter];
+    let mut bias_grad = vec![0.0f32; channels_out];
+    weight_grad
+        .par_chunks_mut(out_per_group * filter)
+        .zip(bias_grad.par_chunks_mut(out_per_group))
+        .enumerate()
+        .for_each(|(group, (w_out, b_out))| {
+            // Row (i, ky, kx), column (n, y, x): input i of the group at (y + ky - pad,
+            // x + kx - pad), zero outside the plane.
+            let mut unfolded = vec![0.0f32; filter * columns];
+            for i in 0..in_per_group {
+                for n in 0..batch {
+                    let start = (n * channels_in + group * in_per_group + i) * plane;
+                    let x_plane = &x[start..start + plane];
+                    for ky in 0..kernel {
+                        for kx in 0..kernel {
+                            let row = (i * taps + ky * kernel + kx) * columns + n * plane;
+                            let dst = &mut unfolded[row..row + plane];
+                            for y in 0..height {
+                                let Some(iy) = (y + ky).checked_sub(pad).filter(|&v| v < height)
+                                else {
+                                    continue;
+                                };
+                                // Output columns whose input column x + kx - pad exists.
+                                let lo = pad.saturating_sub(kx);
+                                let hi = (width + pad).saturating_sub(kx).min(width);
+                                if lo < hi {
+                                    let src = iy * width + lo + kx - pad;
+                                    dst[y * width + lo..y * width + hi]
+                                        .copy_from_slice(&x_plane[src..src + hi - lo]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // The group's output gradients, one row per output over (n, y, x).
+            let mut g_rows = vec![0.0f32; out_per_group * columns];
+            for (o, (row, b)) in g_rows.chunks_exact_mut(columns).zip(b_out).enumerate() {
+                for n in 0..batch {
+                    let start = (n * channels_out + group * out_per_group + o) * plane;
+                    row[n * plane..(n + 1) * plane].copy_from_slice(&grad[start..start + plane]);
+                }
+                *b = row.iter().sum();
+            }
+            product(
+                [out_per_group, filter, columns],
+                w_out,
+                filter as isize,
+                Operand {
+                    data: &g_rows,
+                    row: columns as isize,
+                    col: 1,
+                },
+                Operand {
+                    data: &unfolded,
+                    row: 1,
+                    col: columns as isize,
+                },
+                false,
+                gemm::Parallelism::None,
+            );
+        });
     (weight_grad, bias_grad)
 }
 

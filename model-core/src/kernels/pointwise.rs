@@ -31,13 +31,13 @@ pub struct PointwiseShape {
 
 /// One row-major product `dst (m x n) (+)= lhs (m x k) * rhs (k x n)`, each operand
 /// given by its row and column strides in elements.
-struct Operand<'a> {
-    data: &'a [f32],
-    row: isize,
-    col: isize,
+pub(crate) struct Operand<'a> {
+    pub data: &'a [f32],
+    pub row: isize,
+    pub col: isize,
 }
 
-fn product(
+pub(crate) fn product(
     dims: [usize; 3],
     dst: &mut [f32],
     dst_row: isize,
