@@ -571,3 +571,78 @@ fn patch_columns_match_the_composed_permute_exactly() {
         );
     }
 }
+
+#[test]
+fn fused_scaled_residual_matches_composed_values_and_gradients() {
+    use model_core::kernels::residual::{scaled_residual, scaled_residual_composed};
+    let device = Default::default();
+    // [batch, channels, positions]; a factor per sample or none. Rows of 1 and 3
+    // positions make many rows per parallel task; 5000 positions give one row a task.
+    for ([n, c, p], with_factor) in [
+        ([3, 5, 7], true),
+        ([3, 5, 7], false),
+        ([1, 1, 1], true),
+        ([2, 40, 3], false),
+        ([9, 7, 1], true),
+        ([2, 3, 5000], true),
+    ] {
+        let case = format!("[{n}, {c}, {p}], factor {with_factor}");
+        let normal = |shape: [usize; 3]| {
+            Tensor::<Flex, 3>::random(shape, Distribution::Normal(0.0, 1.0), &device)
+        };
+        let (x, branch, upstream) = (normal([n, c, p]), normal([n, c, p]), normal([n, c, p]));
+        let scale = Tensor::<Flex, 1>::random([c], Distribution::Normal(0.5, 1.0), &device);
+        // Dropped samples (0) and survivors scaled up, as stochastic depth makes them.
+        let factor = with_factor.then(|| {
+            let values: Vec<f32> = (0..n).map(|i| [0.0, 1.25, 1.25][i % 3]).collect();
+            Tensor::<Flex, 1>::from_floats(values.as_slice(), &device)
+        });
+        #[derive(Clone, Copy, Debug)]
+        enum Run {
+            Composed,
+            // The block input is held elsewhere too (as the depthwise layer's saved
+            // input is while training): the fused step writes a new buffer.
+            Shared,
+            // Held by nothing else: the fused step writes over it.
+            Sole,
+        }
+        let run = |how: Run| {
+            let xa = Tensor::<B, 3>::from_inner(x.clone()).require_grad();
+            let ba = Tensor::<B, 3>::from_inner(branch.clone()).require_grad();
+            let sa = Tensor::<B, 1>::from_inner(scale.clone()).require_grad();
+            let fa = factor.clone().map(Tensor::<B, 1>::from_inner);
+            let y = match how {
+                Run::Composed => scaled_residual_composed(xa.clone(), ba.clone(), sa.clone(), fa),
+                Run::Shared => scaled_residual(xa.clone(), ba.clone(), sa.clone(), fa),
+                Run::Sole => scaled_residual(xa.clone() * 1.0, ba.clone(), sa.clone(), fa),
+            };
+            let grads = (y.clone() * Tensor::from_inner(upstream.clone()))
+                .sum()
+                .backward();
+            (
+                y.inner(),
+                xa.grad(&grads).expect("x has a gradient"),
+                ba.grad(&grads).expect("branch has a gradient"),
+                sa.grad(&grads).expect("scale has a gradient"),
+            )
+        };
+        let (y_ref, dx_ref, db_ref, ds_ref) = run(Run::Composed);
+        for how in [Run::Shared, Run::Sole] {
+            let case = format!("{case}, {how:?}");
+            let (y, dx, db, ds) = run(how);
+            // Same products in the same order: the same values.
+            assert_eq!(y.to_data(), y_ref.to_data(), "{case}: outputs");
+            assert_eq!(dx.to_data(), dx_ref.to_data(), "{case}: input gradients");
+            assert_eq!(db.to_data(), db_ref.to_data(), "{case}: branch gradients");
+            // Summed in another order.
+            assert_close(&case, "scale gradients", ds, ds_ref.clone());
+        }
+        // The inference backend: the same values, and a shared input left as it was.
+        let before = x.to_data();
+        let plain = scaled_residual(x.clone(), branch.clone(), scale.clone(), factor.clone());
+        assert_eq!(plain.to_data(), y_ref.to_data(), "{case}: Flex outputs");
+        assert_eq!(x.to_data(), before, "{case}: a shared input was written");
+        let sole = scaled_residual(x.clone() * 1.0, branch.clone(), scale.clone(), factor.clone());
+        assert_eq!(sole.to_data(), y_ref.to_data(), "{case}: Flex outputs in place");
+    }
+}

@@ -2,8 +2,9 @@
 //! layer scale, and a residual connection with stochastic depth.
 
 use super::config::ConvNextConfig;
-use super::norm::{channels_first, per_sample, pointwise, pointwise_layer};
+use super::norm::{channels_first, pointwise, pointwise_layer};
 use crate::kernels::gelu::gelu;
+use crate::kernels::residual::scaled_residual;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -72,13 +73,32 @@ impl<B: Backend> Block<B> {
             height * width,
         ]);
         let branch = gelu(pointwise(&self.pwconv1, branch));
-        let mut branch = pointwise(&self.pwconv2, branch);
-        if let Some(scale) = &self.layer_scale_parameter {
-            branch = branch * per_sample(scale.val(), batch);
-        }
-        let branch = branch.reshape([batch, channels, height, width]);
-        x + drop_path(branch, self.drop_path)
+        let branch = pointwise(&self.pwconv2, branch);
+        let Some(scale) = &self.layer_scale_parameter else {
+            let branch = branch.reshape([batch, channels, height, width]);
+            return x + drop_path(branch, self.drop_path);
+        };
+        // Layer scale, stochastic depth and the residual sum in one step (fused on the
+        // CPU backends, `kernels::residual`).
+        let factor = drop_path_factor::<B>(batch, self.drop_path, &x.device());
+        let x = x.reshape([batch, channels, height * width]);
+        scaled_residual(x, branch, scale.val(), factor).reshape([batch, channels, height, width])
     }
+}
+
+/// Stochastic depth's factor for each of `batch` samples while training (autodiff
+/// backend): 0 with probability `rate`, `1 / (1 - rate)` otherwise; `None` when nothing
+/// is dropped. The same masks as [`drop_path`] draws for a batch of that size.
+pub fn drop_path_factor<B: Backend>(
+    batch: usize,
+    rate: f64,
+    device: &B::Device,
+) -> Option<Tensor<B, 1>> {
+    if rate <= 0.0 || !B::ad_enabled(device) {
+        return None;
+    }
+    let keep = 1.0 - rate;
+    Some(crate::masks::keep_mask::<B, 1>([batch], keep, device).div_scalar(keep))
 }
 
 /// Stochastic depth: while training (autodiff backend), zeroes the whole residual

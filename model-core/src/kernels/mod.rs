@@ -45,6 +45,7 @@ pub mod layer_norm;
 pub mod patches;
 #[cfg(feature = "flex-kernels")]
 pub mod pointwise;
+pub mod residual;
 
 /// What both kernels need to reach Flex's own tensors from a generic `B: Backend`.
 #[cfg(feature = "flex-kernels")]
