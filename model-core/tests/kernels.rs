@@ -642,7 +642,74 @@ fn fused_scaled_residual_matches_composed_values_and_gradients() {
         let plain = scaled_residual(x.clone(), branch.clone(), scale.clone(), factor.clone());
         assert_eq!(plain.to_data(), y_ref.to_data(), "{case}: Flex outputs");
         assert_eq!(x.to_data(), before, "{case}: a shared input was written");
-        let sole = scaled_residual(x.clone() * 1.0, branch.clone(), scale.clone(), factor.clone());
-        assert_eq!(sole.to_data(), y_ref.to_data(), "{case}: Flex outputs in place");
+        let sole = scaled_residual(
+            x.clone() * 1.0,
+            branch.clone(),
+            scale.clone(),
+            factor.clone(),
+        );
+        assert_eq!(
+            sole.to_data(),
+            y_ref.to_data(),
+            "{case}: Flex outputs in place"
+        );
+    }
+}
+
+#[test]
+fn fused_position_gate_matches_composed_values_and_gradients() {
+    use model_core::kernels::gate::{gate_positions, gate_positions_composed};
+    let device = Default::default();
+    // [batch, channels, positions]: 300 positions make two blocks of the gate
+    // gradient's 256; the heads' planes at 224 px have 49.
+    for [n, c, p] in [[3, 5, 7], [1, 1, 1], [2, 7, 300], [9, 3, 1], [2, 64, 49]] {
+        let case = format!("[{n}, {c}, {p}]");
+        let x = Tensor::<Flex, 3>::random([n, c, p], Distribution::Normal(0.0, 1.0), &device);
+        let upstream =
+            Tensor::<Flex, 3>::random([n, c, p], Distribution::Normal(0.0, 1.0), &device);
+        let gate = Tensor::<Flex, 2>::random([n, p], Distribution::Uniform(0.0, 1.0), &device);
+        #[derive(Clone, Copy, Debug)]
+        enum Run {
+            Composed,
+            Shared,
+            // `x` held by nothing else (the fused step must still keep it for the
+            // gate's gradient, not overwrite it).
+            Sole,
+        }
+        let run = |how: Run| {
+            let xa = Tensor::<B, 3>::from_inner(x.clone()).require_grad();
+            let ga = Tensor::<B, 2>::from_inner(gate.clone()).require_grad();
+            let y = match how {
+                Run::Composed => gate_positions_composed(xa.clone(), ga.clone()),
+                Run::Shared => gate_positions(xa.clone(), ga.clone()),
+                Run::Sole => gate_positions(xa.clone() * 1.0, ga.clone()),
+            };
+            let grads = (y.clone() * Tensor::from_inner(upstream.clone()))
+                .sum()
+                .backward();
+            (
+                y.inner(),
+                xa.grad(&grads).expect("x has a gradient"),
+                ga.grad(&grads).expect("gate has a gradient"),
+            )
+        };
+        let (y_ref, dx_ref, dg_ref) = run(Run::Composed);
+        for how in [Run::Shared, Run::Sole] {
+            let case = format!("{case}, {how:?}");
+            let (y, dx, dg) = run(how);
+            assert_eq!(y.to_data(), y_ref.to_data(), "{case}: outputs");
+            assert_eq!(dx.to_data(), dx_ref.to_data(), "{case}: input gradients");
+            assert_close(&case, "gate gradients", dg, dg_ref.clone());
+        }
+        let before = x.to_data();
+        let plain = gate_positions(x.clone(), gate.clone());
+        assert_eq!(plain.to_data(), y_ref.to_data(), "{case}: Flex outputs");
+        assert_eq!(x.to_data(), before, "{case}: a shared input was written");
+        let sole = gate_positions(x.clone() * 1.0, gate.clone());
+        assert_eq!(
+            sole.to_data(),
+            y_ref.to_data(),
+            "{case}: Flex outputs in place"
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 use super::{HeadConfig, SpatialGate};
 use crate::kernels::conv::grouped_conv_same;
+use crate::kernels::gate::gate_positions;
 use crate::kernels::gelu::gelu;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -44,9 +45,15 @@ impl<B: Backend> SpatialAttention<B> {
             let map = gate.clone().mean_dim(1).squeeze_dim::<3>(1);
             (x * gate, map)
         } else {
+            let [batch, channels, height, width] = x.dims();
             let gate = activation::sigmoid(scores.mean_dim(1));
             let map = gate.clone().squeeze_dim::<3>(1);
-            (x * gate, map)
+            // Fused on the CPU backends (`kernels::gate`).
+            let gated = gate_positions(
+                x.reshape([batch, channels, height * width]),
+                gate.reshape([batch, height * width]),
+            );
+            (gated.reshape([batch, channels, height, width]), map)
         }
     }
 }

@@ -38,6 +38,7 @@ pub mod adamw;
 pub mod conv;
 #[cfg(feature = "flex-kernels")]
 pub mod depthwise;
+pub mod gate;
 pub mod gelu;
 #[cfg(feature = "flex-kernels")]
 pub mod grouped;
