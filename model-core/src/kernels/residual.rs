@@ -76,6 +76,9 @@ pub fn forward_rows(
     positions: usize,
 ) {
     let channels = scale.len();
+    if out.is_empty() || positions == 0 {
+        return;
+    }
     let rows = rows_per_task(positions);
     let task = |chunk: usize, out: &mut [f32]| {
         for (k, out_row) in out.chunks_exact_mut(positions).enumerate() {
@@ -136,7 +139,10 @@ pub fn backward_rows(
     want_branch: bool,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     let channels = scale.len();
-    let total_rows = grad.len() / positions.max(1);
+    if grad.is_empty() || positions == 0 {
+        return (want_branch.then(|| grad.to_vec()), vec![0.0; channels]);
+    }
+    let total_rows = grad.len() / positions;
     let rows = rows_per_task(positions);
     let mut dbranch = want_branch.then(|| vec![0.0f32; grad.len()]);
     // One sum per row first, `sum over positions of grad * factor[n] * branch`.
