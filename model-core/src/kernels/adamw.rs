@@ -145,6 +145,7 @@ pub fn clip_scale(grad: &[f32], max_norm: f32) -> f32 {
 }
 
 /// Values per parallel task, and the length below which a tensor is done on one thread.
+#[cfg(feature = "flex-kernels")]
 const CHUNK: usize = 16 * 1024;
 
 fn sum_of_squares(values: &[f32]) -> f64 {
@@ -239,6 +240,8 @@ impl<B: Backend> SimpleOptimizer<B> for FusedAdamW {
 }
 
 /// A fresh state's moments (zeros), for the first step of a tensor shaped like `like`.
+// Used by the Flex step only.
+#[cfg_attr(not(feature = "flex-kernels"), allow(dead_code))]
 fn first_state<B: Backend, const D: usize>(like: &Tensor<B, D>) -> AdaptiveMomentumState<B, D> {
     AdaptiveMomentumState::new(0, like.zeros_like(), like.zeros_like())
 }
