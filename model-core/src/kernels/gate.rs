@@ -36,111 +36,76 @@ pub fn gate_positions_composed<B: Backend>(x: Tensor<B, 3>, gate: Tensor<B, 2>) 
 }
 
 /// Positions per parallel task of the backward pass's gate gradient.
+#[cfg(feature = "flex-kernels")]
 const POSITIONS_PER_TASK: usize = 256;
 
-/// `out[n, c, p] = x[n, c, p] * gate[n, p]`.
-pub fn forward_rows(x: &[f32], gate: &[f32], out: &mut [f32], positions: usize) {
-    let per_sample = x.len() / (gate.len() / positions.max(1)).max(1);
-    let task = |n: usize, out: &mut [f32]| {
-        let g = &gate[n * positions..(n + 1) * positions];
-        let x = &x[n * per_sample..(n + 1) * per_sample];
-        for (o_row, x_row) in out
-            .chunks_exact_mut(positions)
-            .zip(x.chunks_exact(positions))
-        {
-            for ((o, &v), &s) in o_row.iter_mut().zip(x_row).zip(g) {
-                *o = v * s;
-            }
-        }
-    };
-    if per_sample == 0 {
+/// `out[n, c, p] = x[n, c, p] * gate[n, p]` for `gate` `[batch, positions]`: from `x`,
+/// or over `out` when it already holds `x` (`x = None`). Parallel over samples.
+#[cfg(feature = "flex-kernels")]
+pub fn forward_rows(out: &mut [f32], x: Option<&[f32]>, gate: &[f32], positions: usize) {
+    use rayon::prelude::*;
+    if out.is_empty() || positions == 0 {
         return;
     }
-    #[cfg(feature = "flex-kernels")]
-    {
-        use rayon::prelude::*;
-        out.par_chunks_mut(per_sample)
-            .enumerate()
-            .for_each(|(n, o)| task(n, o));
-    }
-    #[cfg(not(feature = "flex-kernels"))]
-    out.chunks_mut(per_sample)
+    let per_sample = out.len() / (gate.len() / positions);
+    out.par_chunks_mut(per_sample)
         .enumerate()
-        .for_each(|(n, o)| task(n, o));
-}
-
-/// `x[n, c, p] *= gate[n, p]` over `x`'s own buffer.
-pub fn forward_rows_in_place(x: &mut [f32], gate: &[f32], positions: usize) {
-    let per_sample = x.len() / (gate.len() / positions.max(1)).max(1);
-    if per_sample == 0 {
-        return;
-    }
-    let task = |n: usize, x: &mut [f32]| {
-        let g = &gate[n * positions..(n + 1) * positions];
-        for row in x.chunks_exact_mut(positions) {
-            for (v, &s) in row.iter_mut().zip(g) {
-                *v *= s;
+        .for_each(|(n, out)| {
+            let g = &gate[n * positions..(n + 1) * positions];
+            let x = x.map(|x| &x[n * per_sample..(n + 1) * per_sample]);
+            for (c, o_row) in out.chunks_exact_mut(positions).enumerate() {
+                match x {
+                    Some(x) => {
+                        let x_row = &x[c * positions..(c + 1) * positions];
+                        for ((o, &v), &s) in o_row.iter_mut().zip(x_row).zip(g) {
+                            *o = v * s;
+                        }
+                    }
+                    None => {
+                        for (o, &s) in o_row.iter_mut().zip(g) {
+                            *o *= s;
+                        }
+                    }
+                }
             }
-        }
-    };
-    #[cfg(feature = "flex-kernels")]
-    {
-        use rayon::prelude::*;
-        x.par_chunks_mut(per_sample)
-            .enumerate()
-            .for_each(|(n, x)| task(n, x));
-    }
-    #[cfg(not(feature = "flex-kernels"))]
-    x.chunks_mut(per_sample)
-        .enumerate()
-        .for_each(|(n, x)| task(n, x));
+        });
 }
 
 /// The gate's gradient, `dgate[n, p] = sum over c of grad[n, c, p] * x[n, c, p]`, the
-/// channels added in order.
+/// channels added in order; parallel over samples and blocks of positions.
+#[cfg(feature = "flex-kernels")]
 pub fn gate_grad(grad: &[f32], x: &[f32], batch: usize, positions: usize) -> Vec<f32> {
+    use rayon::prelude::*;
     let mut dgate = vec![0.0f32; batch * positions];
     if positions == 0 || batch == 0 {
         return dgate;
     }
     let channels = grad.len() / (batch * positions);
-    // Task (n, block): positions block * POSITIONS_PER_TASK.. of sample n.
-    let task = |n: usize, block: usize, out: &mut [f32]| {
-        let start = block * POSITIONS_PER_TASK;
-        for c in 0..channels {
-            let row = (n * channels + c) * positions + start;
-            let (g, v) = (&grad[row..row + out.len()], &x[row..row + out.len()]);
-            for ((o, &g), &v) in out.iter_mut().zip(g).zip(v) {
-                *o += g * v;
+    dgate
+        .par_chunks_mut(positions)
+        .enumerate()
+        .flat_map(|(n, sample)| {
+            sample
+                .par_chunks_mut(POSITIONS_PER_TASK)
+                .enumerate()
+                .map(move |(block, out)| (n, block, out))
+        })
+        .for_each(|(n, block, out)| {
+            let start = block * POSITIONS_PER_TASK;
+            for c in 0..channels {
+                let row = (n * channels + c) * positions + start;
+                let (g, v) = (&grad[row..row + out.len()], &x[row..row + out.len()]);
+                for ((o, &g), &v) in out.iter_mut().zip(g).zip(v) {
+                    *o += g * v;
+                }
             }
-        }
-    };
-    #[cfg(feature = "flex-kernels")]
-    {
-        use rayon::prelude::*;
-        dgate
-            .par_chunks_mut(positions)
-            .enumerate()
-            .flat_map(|(n, sample)| {
-                sample
-                    .par_chunks_mut(POSITIONS_PER_TASK)
-                    .enumerate()
-                    .map(move |(block, out)| (n, block, out))
-            })
-            .for_each(|(n, block, out)| task(n, block, out));
-    }
-    #[cfg(not(feature = "flex-kernels"))]
-    for (n, sample) in dgate.chunks_mut(positions).enumerate() {
-        for (block, out) in sample.chunks_mut(POSITIONS_PER_TASK).enumerate() {
-            task(n, block, out);
-        }
-    }
+        });
     dgate
 }
 
 #[cfg(feature = "flex-kernels")]
 mod flex {
-    use super::{forward_rows, forward_rows_in_place, gate_grad};
+    use super::{forward_rows, gate_grad};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
@@ -177,11 +142,11 @@ mod flex {
         let gate = gate.storage::<f32>();
         let mut x = into_contiguous(x);
         if let Some(values) = x.try_storage_mut::<f32>() {
-            forward_rows_in_place(values, gate, dims[2]);
+            forward_rows(values, None, gate, dims[2]);
             return x;
         }
         let mut out = vec![0.0f32; dims.iter().product()];
-        forward_rows(x.storage::<f32>(), gate, &mut out, dims[2]);
+        forward_rows(&mut out, Some(x.storage::<f32>()), gate, dims[2]);
         flex_tensor(out, dims.to_vec())
     }
 
