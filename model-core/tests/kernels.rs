@@ -61,6 +61,10 @@ fn matches_stock_conv2d(ours_of: impl Fn(&Conv2d<B>, Tensor<B, 4>) -> Tensor<B, 
         ([1, 24, 24, 24, 16, 16], 7),
         ([3, 3, 3, 3, 4, 13], 3),
         ([2, 4, 4, 4, 1, 1], 7),
+        // 7x7 planes wider than two 16-lane vectors (the blocked path's pairs of
+        // vectors and a single one), and one narrower than half a vector.
+        ([1, 3, 3, 3, 9, 40], 7),
+        ([2, 3, 3, 3, 6, 7], 7),
         ([1, 6, 6, 6, 2, 3], 5),
         ([4, 2, 2, 2, 11, 5], 1),
         ([2, 64, 64, 32, 2, 2], 3),
@@ -304,7 +308,7 @@ fn fused_gelu_matches_stock_gelu_values_and_gradients() {
 
 #[test]
 fn erf_matches_reference_values() {
-    use model_core::kernels::gelu::erf;
+    use model_core::kernels::gelu::{erf, erf_with, Fused};
     // erf at a few points, to ten places (tables of the error function).
     for (x, want) in [
         (0.0f32, 0.0f64),
@@ -317,9 +321,15 @@ fn erf_matches_reference_values() {
         (-0.5, -0.5204998778),
         (-2.0, -0.9953222650),
     ] {
-        let got = erf(x) as f64;
-        // 1.5e-7 for the formula in exact arithmetic, plus a few f32 rounding steps.
-        assert!((got - want).abs() < 5e-7, "erf({x}) = {got}, want {want}");
+        // The baseline form and the fused multiply-add form the wide loops run.
+        for (form, got) in [("split", erf(x)), ("fused", erf_with::<Fused>(x))] {
+            let got = got as f64;
+            // 1.5e-7 for the formula in exact arithmetic, plus a few f32 rounding steps.
+            assert!(
+                (got - want).abs() < 5e-7,
+                "{form} erf({x}) = {got}, want {want}"
+            );
+        }
     }
 }
 
@@ -327,20 +337,26 @@ fn erf_matches_reference_values() {
 /// relative error, over the whole range it is used on (x <= 0) in small steps.
 #[test]
 fn polynomial_exp_matches_std_exp() {
-    use model_core::kernels::gelu::exp_neg;
-    let mut worst = 0.0f64;
-    for i in 0..=870_000 {
-        let x = -(i as f32) * 1e-4;
-        let want = (x as f64).exp();
-        let got = exp_neg(x) as f64;
-        worst = worst.max(((got - want) / want).abs());
+    use model_core::kernels::gelu::{exp_neg, exp_neg_with, Fused};
+    // The baseline form and the fused multiply-add form the wide loops run.
+    for (form, exp) in [
+        ("split", exp_neg as fn(f32) -> f32),
+        ("fused", exp_neg_with::<Fused>),
+    ] {
+        let mut worst = 0.0f64;
+        for i in 0..=870_000 {
+            let x = -(i as f32) * 1e-4;
+            let want = (x as f64).exp();
+            let got = exp(x) as f64;
+            worst = worst.max(((got - want) / want).abs());
+        }
+        // A few units in the last place of an f32 (2^-23 is 1.2e-7).
+        assert!(worst < 4e-7, "{form}: largest relative error {worst}");
+        assert_eq!(exp(0.0), 1.0, "{form}");
+        // Far below the range: tiny, never negative or NaN.
+        let tail = exp(-1e4);
+        assert!((0.0..1e-37).contains(&tail), "{form}: {tail}");
     }
-    // A few units in the last place of an f32 (2^-23 is 1.2e-7).
-    assert!(worst < 4e-7, "largest relative error {worst}");
-    assert_eq!(exp_neg(0.0), 1.0);
-    // Far below the range: tiny, never negative or NaN.
-    let tail = exp_neg(-1e4);
-    assert!((0.0..1e-37).contains(&tail), "{tail}");
 }
 
 /// The fused pointwise layer against the same layer written with tensor operations:

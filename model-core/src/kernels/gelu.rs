@@ -19,7 +19,12 @@
 //! plain arithmetic (no call into libm) so that the loops vectorise; on x86-64 CPUs
 //! with AVX2 and FMA, or AVX-512F, the loops run in a copy compiled for those
 //! instructions, chosen at run time. With libm's scalar `expf` the GELU passes were
-//! the second-largest item of the default job's training step (BENCHMARKS.md).
+//! the second-largest item of the default job's training step (BENCHMARKS.md). In
+//! those copies each step of the polynomials is one fused multiply-add ([`Fused`]):
+//! Rust never fuses `a * b + c` by itself, and the separate products and sums made
+//! the forward loop about 1.4x slower (BENCHMARKS.md). The baseline copy keeps them
+//! separate ([`Split`]), since without the instruction a fused multiply-add is a
+//! library call per element.
 //!
 //! [`gelu`] takes this path on `Flex` (inference) and `Autodiff<Flex>` (training), for
 //! f32 tensors; every other backend uses Burn's `activation::gelu`.
@@ -37,13 +42,45 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     activation::gelu(x)
 }
 
+/// How the polynomials below take `a * b + c`: as one fused multiply-add ([`Fused`])
+/// or as a product and a sum ([`Split`]).
+pub trait MulAdd {
+    fn mul_add(a: f32, b: f32, c: f32) -> f32;
+}
+
+/// `a * b + c` rounded once, for loops compiled where the CPU has FMA.
+pub struct Fused;
+
+/// `a * b + c` as two operations, each rounded, for loops compiled for any CPU.
+pub struct Split;
+
+impl MulAdd for Fused {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+
+impl MulAdd for Split {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+}
+
 /// e^x for x <= 0 (inputs below -87 give about 1e-38 instead of a smaller number or
 /// zero), within about 2 units in the last place: x = n ln 2 + r with |r| <= ln 2 / 2,
 /// e^r from a degree-7 Taylor-like polynomial (the Cephes `expf` coefficients), and
 /// 2^n put straight into the exponent bits. Plain arithmetic, so loops over it
-/// vectorise.
+/// vectorise. [`exp_neg_with`] with separate products and sums.
 #[inline(always)]
 pub fn exp_neg(x: f32) -> f32 {
+    exp_neg_with::<Split>(x)
+}
+
+/// [`exp_neg`] with its multiply-adds taken as `M` says.
+#[inline(always)]
+pub fn exp_neg_with<M: MulAdd>(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split in two so that n * LN2_HI is exact for the n that occur.
     const LN2_HI: f32 = 0.693_359_4;
@@ -59,11 +96,14 @@ pub fn exp_neg(x: f32) -> f32 {
         5.000_000_1e-1,
     ];
     let x = x.max(-87.0).min(0.0);
-    let shifted = x * LOG2_E + ROUND;
+    let shifted = M::mul_add(x, LOG2_E, ROUND);
     let n = shifted - ROUND;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let p = ((((C[0] * r + C[1]) * r + C[2]) * r + C[3]) * r + C[4]) * r + C[5];
-    let e = p * r * r + r + 1.0;
+    let r = M::mul_add(-n, LN2_LO, M::mul_add(-n, LN2_HI, x));
+    let mut p = C[0];
+    for c in &C[1..] {
+        p = M::mul_add(p, r, *c);
+    }
+    let e = M::mul_add(p * r, r, r) + 1.0;
     // `shifted`'s low mantissa bits hold n itself (its bits are those of ROUND plus n),
     // so 2^n is built with integer operations only; a float-to-integer `as` would
     // saturate element by element and keep the loop from vectorising.
@@ -75,13 +115,19 @@ pub fn exp_neg(x: f32) -> f32 {
 /// erf(x) to within 5e-7 in f32 (Abramowitz and Stegun 7.1.26).
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
-    erf_and_gauss(x).0
+    erf_with::<Split>(x)
+}
+
+/// [`erf`] with its multiply-adds taken as `M` says.
+#[inline(always)]
+pub fn erf_with<M: MulAdd>(x: f32) -> f32 {
+    erf_and_gauss::<M>(x).0
 }
 
 /// erf(x) and the e^(-x^2) inside it, which is also the normal density's exponential
 /// at x sqrt 2: GELU's value and slope then share one exponential.
 #[inline(always)]
-fn erf_and_gauss(x: f32) -> (f32, f32) {
+fn erf_and_gauss<M: MulAdd>(x: f32) -> (f32, f32) {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [
         0.254_829_6,
@@ -91,10 +137,14 @@ fn erf_and_gauss(x: f32) -> (f32, f32) {
         1.061_405_4,
     ];
     let a = x.abs();
-    let t = 1.0 / (1.0 + P * a);
-    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    let gauss = exp_neg(-a * a);
-    let y = 1.0 - poly * gauss;
+    let t = 1.0 / M::mul_add(P, a, 1.0);
+    let mut poly = A[4];
+    for c in A[..4].iter().rev() {
+        poly = M::mul_add(poly, t, *c);
+    }
+    let poly = poly * t;
+    let gauss = exp_neg_with::<M>(-a * a);
+    let y = M::mul_add(-poly, gauss, 1.0);
     (y.copysign(x), gauss)
 }
 
@@ -105,14 +155,20 @@ const NORMAL_PEAK: f32 = 0.398_942_3;
 /// x Phi(x), Phi the standard normal distribution function.
 #[inline(always)]
 pub fn gelu_value(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2))
+    gelu_value_with::<Split>(x)
+}
+
+/// [`gelu_value`] with its multiply-adds taken as `M` says.
+#[inline(always)]
+pub fn gelu_value_with<M: MulAdd>(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf_with::<M>(x * FRAC_1_SQRT_2))
 }
 
 /// x Phi(x) and its derivative Phi(x) + x phi(x), from one erf and one exponential;
-/// the value is bit for bit [`gelu_value`]'s.
+/// the value is bit for bit [`gelu_value_with`]'s for the same `M`.
 #[inline(always)]
-pub fn gelu_value_and_slope(x: f32) -> (f32, f32) {
-    let (erf, gauss) = erf_and_gauss(x * FRAC_1_SQRT_2);
+pub fn gelu_value_and_slope<M: MulAdd>(x: f32) -> (f32, f32) {
+    let (erf, gauss) = erf_and_gauss::<M>(x * FRAC_1_SQRT_2);
     let value = 0.5 * x * (1.0 + erf);
     let cdf = 0.5 * (1.0 + erf);
     (value, cdf + x * NORMAL_PEAK * gauss)
@@ -123,47 +179,50 @@ pub fn gelu_value_and_slope(x: f32) -> (f32, f32) {
 /// slope with the value, while erf is at hand, and keeps it for the backward pass in
 /// place of the input, so the backward pass is one product per element.
 #[inline(always)]
-fn forward_loop(x: &[f32], out: &mut [f32]) {
+fn forward_loop<M: MulAdd>(x: &[f32], out: &mut [f32]) {
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = gelu_value(v);
+        *o = gelu_value_with::<M>(v);
     }
 }
 
 #[inline(always)]
-fn forward_slope_loop(x: &[f32], out: &mut [f32], slope: &mut [f32]) {
+fn forward_slope_loop<M: MulAdd>(x: &[f32], out: &mut [f32], slope: &mut [f32]) {
     for ((o, s), &v) in out.iter_mut().zip(slope.iter_mut()).zip(x) {
-        (*o, *s) = gelu_value_and_slope(v);
+        (*o, *s) = gelu_value_and_slope::<M>(v);
     }
 }
 
 /// The forward loops again, writing over their input: a map that nothing else holds
 /// needs no new buffer (no allocation, no zeroing, one stream fewer).
 #[inline(always)]
-fn forward_loop_in_place(x: &mut [f32]) {
+fn forward_loop_in_place<M: MulAdd>(x: &mut [f32]) {
     for v in x.iter_mut() {
-        *v = gelu_value(*v);
+        *v = gelu_value_with::<M>(*v);
     }
 }
 
 #[inline(always)]
-fn forward_slope_loop_in_place(x: &mut [f32], slope: &mut [f32]) {
+fn forward_slope_loop_in_place<M: MulAdd>(x: &mut [f32], slope: &mut [f32]) {
     for (v, s) in x.iter_mut().zip(slope.iter_mut()) {
-        (*v, *s) = gelu_value_and_slope(*v);
+        (*v, *s) = gelu_value_and_slope::<M>(*v);
     }
 }
 
 widest_simd! {
-    fn forward_chunk(x: &[f32], out: &mut [f32]) = forward_loop;
+    fn forward_chunk(x: &[f32], out: &mut [f32]) =
+        forward_loop::<Fused>, baseline forward_loop::<Split>;
 }
 widest_simd! {
-    fn forward_slope_chunk(x: &[f32], out: &mut [f32], slope: &mut [f32]) = forward_slope_loop;
+    fn forward_slope_chunk(x: &[f32], out: &mut [f32], slope: &mut [f32]) =
+        forward_slope_loop::<Fused>, baseline forward_slope_loop::<Split>;
 }
 widest_simd! {
-    fn forward_chunk_in_place(x: &mut [f32]) = forward_loop_in_place;
+    fn forward_chunk_in_place(x: &mut [f32]) =
+        forward_loop_in_place::<Fused>, baseline forward_loop_in_place::<Split>;
 }
 widest_simd! {
     fn forward_slope_chunk_in_place(x: &mut [f32], slope: &mut [f32]) =
-        forward_slope_loop_in_place;
+        forward_slope_loop_in_place::<Fused>, baseline forward_slope_loop_in_place::<Split>;
 }
 
 /// Elements per parallel task: large enough to amortise the scheduling.

@@ -6,8 +6,17 @@
 /// with FMA, and the baseline, chosen at run time (the checks are cached); on other
 /// targets `BODY` as it is. `BODY` must be `#[inline(always)]`, so that each copy is
 /// compiled with its own instructions rather than calling one shared baseline build.
+/// Written `= BODY, baseline PLAIN;`, the baseline copy (and other targets) run
+/// `PLAIN` instead: for loops whose wide copies use fused multiply-adds, which the
+/// baseline instruction set lacks.
 macro_rules! widest_simd {
     ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) = $body:path;) => {
+        widest_simd! {
+            $(#[$attr])* $vis fn $name($($arg: $ty),*) = $body, baseline $body;
+        }
+    };
+    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) =
+        $body:path, baseline $baseline:path;) => {
         $(#[$attr])*
         $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
@@ -29,7 +38,7 @@ macro_rules! widest_simd {
                     return unsafe { avx2($($arg),*) };
                 }
             }
-            $body($($arg),*)
+            $baseline($($arg),*)
         }
     };
 }
