@@ -309,38 +309,6 @@ mod simd7 {
                     }
                 }
 
-                /// `C` consecutive vectors of the wide output from `wide[at]`, with
-                /// no regard for rows.
-                ///
-                /// # Safety
-                /// The CPU has `$features`; `at + 6 * row + C * LANES + 6` is within
-                /// `bordered` and `at + C * LANES` within `wide`.
-                #[inline(always)]
-                unsafe fn flat_block<const C: usize>(
-                    bordered: *const f32,
-                    filter: &[f32; 49],
-                    bias: f32,
-                    row: usize,
-                    at: usize,
-                    wide: *mut f32,
-                ) {
-                    unsafe {
-                        let mut acc = [$splat(bias); C];
-                        for ky in 0..7 {
-                            let line = bordered.add(at + ky * row);
-                            for kx in 0..7 {
-                                let w = $splat(filter[ky * 7 + kx]);
-                                for (c, acc) in acc.iter_mut().enumerate() {
-                                    *acc = $fma(w, $load(line.add(c * LANES + kx)), *acc);
-                                }
-                            }
-                        }
-                        for (c, &a) in acc.iter().enumerate() {
-                            $store(wide.add(at + c * LANES), a);
-                        }
-                    }
-                }
-
                 /// One 7x7 plane: bordered, computed into `scratch.wide` block by
                 /// block, copied out.
                 ///
@@ -416,15 +384,17 @@ mod simd7 {
                                 }
                             }
                         } else {
-                            // Narrow planes: the wide output as one run of vectors.
+                            // Narrow planes: the wide output as one run of vectors
+                            // (a block of one "row" whose vectors run on across
+                            // rows, which the formula above allows).
                             let vectors = (height * row).div_ceil(LANES);
                             let mut v = 0;
                             while v + 4 <= vectors {
-                                flat_block::<4>(bordered, filter, bias, row, v * LANES, wide);
+                                rows_block::<1, 4>(bordered, filter, bias, row, v * LANES, wide);
                                 v += 4;
                             }
                             for v in v..vectors {
-                                flat_block::<1>(bordered, filter, bias, row, v * LANES, wide);
+                                rows_block::<1, 1>(bordered, filter, bias, row, v * LANES, wide);
                             }
                         }
                     }
