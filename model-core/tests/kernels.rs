@@ -361,12 +361,15 @@ fn polynomial_exp_matches_std_exp() {
 
 /// The fused pointwise layer against the same layer written with tensor operations:
 /// outputs and the gradients of input, weight and bias on `Autodiff<Flex>`, and outputs
-/// on `Flex`. Batches below and above the thread count take the two parallel layouts;
+/// on `Flex`; the layer followed by GELU (`pointwise_gelu`, one kernel on `Flex`) on
+/// both. Batches below and above the thread count take the two parallel layouts;
 /// the sizes are odd, and one case has a single position and a single input channel.
 #[test]
 fn fused_pointwise_matches_composed_values_and_gradients() {
     use burn::nn::{Linear, LinearConfig};
-    use model_core::convnext::norm::{pointwise, pointwise_composed, pointwise_layer};
+    use model_core::convnext::norm::{
+        pointwise, pointwise_composed, pointwise_gelu, pointwise_layer,
+    };
     let device = Default::default();
     // [batch, inputs, outputs, positions]
     for [n, ci, co, p] in [
@@ -446,6 +449,26 @@ fn fused_pointwise_matches_composed_values_and_gradients() {
                 "Flex outputs",
                 pointwise(&plain_layer, x.clone()),
                 y_ref.clone(),
+            );
+            // The layer with the GELU after it: one kernel on Flex, the two kernels
+            // on `Autodiff<Flex>`, against Burn's GELU of the composed layer.
+            let gelu_ref = burn::tensor::activation::gelu(y_ref.clone());
+            assert_close(
+                &case,
+                "Flex outputs with GELU",
+                pointwise_gelu(&plain_layer, x.clone()),
+                gelu_ref.clone(),
+            );
+            let trained_layer = if out_major {
+                pointwise_layer(layer.clone())
+            } else {
+                layer.clone()
+            };
+            assert_close(
+                &case,
+                "Autodiff<Flex> outputs with GELU",
+                pointwise_gelu(&trained_layer, Tensor::<B, 3>::from_inner(x.clone())).inner(),
+                gelu_ref,
             );
         }
     }

@@ -2,8 +2,7 @@
 //! layer scale, and a residual connection with stochastic depth.
 
 use super::config::ConvNextConfig;
-use super::norm::{channels_first, pointwise, pointwise_layer};
-use crate::kernels::gelu::gelu;
+use super::norm::{channels_first, pointwise, pointwise_gelu, pointwise_layer};
 use crate::kernels::residual::scaled_residual;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -72,7 +71,7 @@ impl<B: Backend> Block<B> {
             channels,
             height * width,
         ]);
-        let branch = gelu(pointwise(&self.pwconv1, branch));
+        let branch = pointwise_gelu(&self.pwconv1, branch);
         let branch = pointwise(&self.pwconv2, branch);
         let Some(scale) = &self.layer_scale_parameter else {
             let branch = branch.reshape([batch, channels, height, width]);

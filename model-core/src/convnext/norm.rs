@@ -91,6 +91,18 @@ pub fn pointwise<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3
     pointwise_composed(linear, x)
 }
 
+/// `gelu(pointwise(linear, x))`: on Flex (inference) one kernel that applies the bias
+/// and GELU to each block of the product as it is made
+/// (`kernels::pointwise::pointwise_gelu_forward`); the two layers apart everywhere
+/// else, training on the CPU included.
+pub fn pointwise_gelu<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    #[cfg(feature = "flex-kernels")]
+    if let Some(out) = crate::kernels::pointwise::try_fast_gelu(linear, x.clone()) {
+        return out;
+    }
+    crate::kernels::gelu::gelu(pointwise(linear, x))
+}
+
 /// A pointwise layer (`Linear`, `[in, out]`) whose weight, on the CPU backends, is
 /// stored output-major in memory, as the pointwise kernel reads it fastest
 /// (`kernels::pointwise::out_major`); its values, its shape and its saved record are

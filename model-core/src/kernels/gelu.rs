@@ -208,6 +208,20 @@ fn forward_slope_loop_in_place<M: MulAdd>(x: &mut [f32], slope: &mut [f32]) {
     }
 }
 
+/// GELU of each value shifted by `shift`, written over it: a pointwise layer's bias
+/// and activation applied together to a row of its product (`kernels::pointwise`).
+#[inline(always)]
+fn shifted_loop_in_place<M: MulAdd>(x: &mut [f32], shift: f32) {
+    for v in x.iter_mut() {
+        *v = gelu_value_with::<M>(*v + shift);
+    }
+}
+
+widest_simd! {
+    /// `x[i] = gelu(x[i] + shift)`, on the calling thread.
+    pub fn gelu_shifted_in_place(x: &mut [f32], shift: f32) =
+        shifted_loop_in_place::<Fused>, baseline shifted_loop_in_place::<Split>;
+}
 widest_simd! {
     fn forward_chunk(x: &[f32], out: &mut [f32]) =
         forward_loop::<Fused>, baseline forward_loop::<Split>;
