@@ -361,8 +361,8 @@ fn polynomial_exp_matches_std_exp() {
 
 /// The fused pointwise layer against the same layer written with tensor operations:
 /// outputs and the gradients of input, weight and bias on `Autodiff<Flex>`, and outputs
-/// on `Flex`; the layer followed by GELU (`pointwise_gelu`, one kernel on `Flex`) on
-/// both. Batches below and above the thread count take the two parallel layouts;
+/// on `Flex`; the same for the layer followed by GELU (`pointwise_gelu`, one kernel)
+/// against Burn's GELU of the composed layer. Batches below and above the thread count take the two parallel layouts;
 /// the sizes are odd, and one case has a single position and a single input channel.
 #[test]
 fn fused_pointwise_matches_composed_values_and_gradients() {
@@ -403,7 +403,9 @@ fn fused_pointwise_matches_composed_values_and_gradients() {
         let x = Tensor::<Flex, 3>::random([n, ci, p], Distribution::Normal(0.0, 1.0), &device);
         let upstream =
             Tensor::<Flex, 3>::random([n, co, p], Distribution::Normal(0.0, 1.0), &device);
-        let run = |fused: bool, out_major: bool| {
+        // `with_gelu`: the layer followed by GELU (`pointwise_gelu` when fused, Burn's
+        // GELU of the composed layer otherwise).
+        let run = |fused: bool, out_major: bool, with_gelu: bool| {
             let layer = if out_major {
                 // Stored `[out, in]` in memory, as the network's blocks store theirs.
                 pointwise_layer(layer.clone())
@@ -411,10 +413,13 @@ fn fused_pointwise_matches_composed_values_and_gradients() {
                 layer.clone()
             };
             let xa = Tensor::<B, 3>::from_inner(x.clone()).require_grad();
-            let y = if fused {
-                pointwise(&layer, xa.clone())
-            } else {
-                pointwise_composed(&layer, xa.clone())
+            let y = match (fused, with_gelu) {
+                (true, false) => pointwise(&layer, xa.clone()),
+                (false, false) => pointwise_composed(&layer, xa.clone()),
+                (true, true) => pointwise_gelu(&layer, xa.clone()),
+                (false, true) => {
+                    burn::tensor::activation::gelu(pointwise_composed(&layer, xa.clone()))
+                }
             };
             let grads = (y.clone() * Tensor::from_inner(upstream.clone()))
                 .sum()
@@ -430,14 +435,21 @@ fn fused_pointwise_matches_composed_values_and_gradients() {
                     .expect("bias has a gradient"),
             )
         };
-        let (y_ref, dx_ref, dw_ref, db_ref) = run(false, false);
+        let (y_ref, dx_ref, dw_ref, db_ref) = run(false, false, false);
+        let (gelu_ref, gelu_dx_ref, gelu_dw_ref, gelu_db_ref) = run(false, false, true);
         for out_major in [false, true] {
             let case = format!("{case}, weight stored output-major: {out_major}");
-            let (y, dx, dw, db) = run(true, out_major);
+            let (y, dx, dw, db) = run(true, out_major, false);
             assert_close(&case, "outputs", y, y_ref.clone());
             assert_close(&case, "input gradients", dx, dx_ref.clone());
             assert_close(&case, "weight gradients", dw, dw_ref.clone());
             assert_close(&case, "bias gradients", db, db_ref.clone());
+            // The layer and GELU as one kernel with one backward step.
+            let (y, dx, dw, db) = run(true, out_major, true);
+            assert_close(&case, "outputs with GELU", y, gelu_ref.clone());
+            assert_close(&case, "input gradients with GELU", dx, gelu_dx_ref.clone());
+            assert_close(&case, "weight gradients with GELU", dw, gelu_dw_ref.clone());
+            assert_close(&case, "bias gradients with GELU", db, gelu_db_ref.clone());
             // The inference backend takes the fused path too.
             let plain_layer: Linear<Flex> = if out_major {
                 pointwise_layer(layer.valid())
@@ -450,25 +462,11 @@ fn fused_pointwise_matches_composed_values_and_gradients() {
                 pointwise(&plain_layer, x.clone()),
                 y_ref.clone(),
             );
-            // The layer with the GELU after it: one kernel on Flex, the two kernels
-            // on `Autodiff<Flex>`, against Burn's GELU of the composed layer.
-            let gelu_ref = burn::tensor::activation::gelu(y_ref.clone());
             assert_close(
                 &case,
                 "Flex outputs with GELU",
                 pointwise_gelu(&plain_layer, x.clone()),
                 gelu_ref.clone(),
-            );
-            let trained_layer = if out_major {
-                pointwise_layer(layer.clone())
-            } else {
-                layer.clone()
-            };
-            assert_close(
-                &case,
-                "Autodiff<Flex> outputs with GELU",
-                pointwise_gelu(&trained_layer, Tensor::<B, 3>::from_inner(x.clone())).inner(),
-                gelu_ref,
             );
         }
     }

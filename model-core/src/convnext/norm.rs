@@ -91,10 +91,11 @@ pub fn pointwise<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3
     pointwise_composed(linear, x)
 }
 
-/// `gelu(pointwise(linear, x))`: on Flex (inference) one kernel that applies the bias
-/// and GELU to each block of the product as it is made
-/// (`kernels::pointwise::pointwise_gelu_forward`); the two layers apart everywhere
-/// else, training on the CPU included.
+/// `gelu(pointwise(linear, x))`: on Flex and `Autodiff<Flex>` one kernel that applies
+/// the bias and GELU to each block of the product as it is made
+/// (`kernels::pointwise::pointwise_gelu_forward`; while training it keeps GELU's
+/// slopes, and one backward step goes through both); the two layers apart on every
+/// other backend.
 pub fn pointwise_gelu<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     #[cfg(feature = "flex-kernels")]
     if let Some(out) = crate::kernels::pointwise::try_fast_gelu(linear, x.clone()) {

@@ -217,10 +217,23 @@ fn shifted_loop_in_place<M: MulAdd>(x: &mut [f32], shift: f32) {
     }
 }
 
+#[inline(always)]
+fn shifted_slope_loop_in_place<M: MulAdd>(x: &mut [f32], slope: &mut [f32], shift: f32) {
+    for (v, s) in x.iter_mut().zip(slope.iter_mut()) {
+        (*v, *s) = gelu_value_and_slope::<M>(*v + shift);
+    }
+}
+
 widest_simd! {
     /// `x[i] = gelu(x[i] + shift)`, on the calling thread.
     pub fn gelu_shifted_in_place(x: &mut [f32], shift: f32) =
         shifted_loop_in_place::<Fused>, baseline shifted_loop_in_place::<Split>;
+}
+widest_simd! {
+    /// `x[i] = gelu(x[i] + shift)` and `slope[i] = gelu'(x[i] + shift)`, on the calling
+    /// thread.
+    pub fn gelu_shifted_slope_in_place(x: &mut [f32], slope: &mut [f32], shift: f32) =
+        shifted_slope_loop_in_place::<Fused>, baseline shifted_slope_loop_in_place::<Split>;
 }
 widest_simd! {
     fn forward_chunk(x: &[f32], out: &mut [f32]) =

@@ -232,6 +232,9 @@ pub enum Epilogue {
     Bias,
     /// `gelu(W^T x[n] + b)`: the layer and the activation after it, for inference.
     Gelu,
+    /// `gelu(W^T x[n] + b)` and GELU's slope at `W^T x[n] + b`, for training: the
+    /// backward pass scales the output gradient by the slopes.
+    GeluWithSlope,
 }
 
 /// `W^T x[n] + b` for every sample: `x` `[batch, inputs, positions]`, `weight`
@@ -244,7 +247,7 @@ pub fn pointwise_forward(
     bias: &[f32],
     shape: PointwiseShape,
 ) -> Vec<f32> {
-    pointwise_forward_then(x, weight, bias, shape, Epilogue::Bias)
+    pointwise_forward_then(x, weight, bias, shape, Epilogue::Bias).0
 }
 
 /// `gelu(W^T x[n] + b)` for every sample, as [`pointwise_forward`] and GELU after it
@@ -263,17 +266,30 @@ pub fn pointwise_gelu_forward(
     bias: &[f32],
     shape: PointwiseShape,
 ) -> Vec<f32> {
-    pointwise_forward_then(x, weight, bias, shape, Epilogue::Gelu)
+    pointwise_forward_then(x, weight, bias, shape, Epilogue::Gelu).0
 }
 
-/// [`pointwise_forward`] or [`pointwise_gelu_forward`], as `epilogue` says.
+/// [`pointwise_gelu_forward`] and GELU's slope at every element (the derivative at
+/// the layer's output before GELU), `[batch, outputs, positions]` each.
+pub fn pointwise_gelu_slope_forward(
+    x: &[f32],
+    weight: WeightView<'_>,
+    bias: &[f32],
+    shape: PointwiseShape,
+) -> (Vec<f32>, Vec<f32>) {
+    pointwise_forward_then(x, weight, bias, shape, Epilogue::GeluWithSlope)
+}
+
+/// [`pointwise_forward`], [`pointwise_gelu_forward`] or
+/// [`pointwise_gelu_slope_forward`], as `epilogue` says: the outputs and the slopes
+/// (empty unless asked for).
 pub fn pointwise_forward_then(
     x: &[f32],
     weight: WeightView<'_>,
     bias: &[f32],
     shape: PointwiseShape,
     epilogue: Epilogue,
-) -> Vec<f32> {
+) -> (Vec<f32>, Vec<f32>) {
     let PointwiseShape {
         batch,
         inputs,
@@ -329,6 +345,9 @@ pub fn pointwise_forward_then(
     // bias and GELU follow, row by row.
     let mut y: Vec<f32> = Vec::with_capacity(total);
     let out = SharedOut(y.as_mut_ptr());
+    let with_slope = epilogue == Epilogue::GeluWithSlope;
+    let mut slope: Vec<f32> = Vec::with_capacity(if with_slope { total } else { 0 });
+    let slope_out = SharedOut(slope.as_mut_ptr());
     let accumulate = epilogue == Epilogue::Bias;
     let run = |job: &OutBlock| {
         let start = job.sample * slab_out + job.row * positions + job.col;
@@ -365,11 +384,20 @@ pub fn pointwise_forward_then(
                 accumulate,
                 gemm::Parallelism::None,
             );
-            if epilogue == Epilogue::Gelu {
-                for (o, &b) in bias[rows].iter().enumerate() {
-                    let row =
-                        std::slice::from_raw_parts_mut(out.at(start + o * positions), job.cols);
-                    super::gelu::gelu_shifted_in_place(row, b);
+            for (o, &b) in bias[rows].iter().enumerate() {
+                let at = start + o * positions;
+                let row = std::slice::from_raw_parts_mut(out.at(at), job.cols);
+                match epilogue {
+                    Epilogue::Bias => break,
+                    Epilogue::Gelu => super::gelu::gelu_shifted_in_place(row, b),
+                    Epilogue::GeluWithSlope => {
+                        // The block's slopes, laid out as its outputs (`slope` has room
+                        // for `total` values), zeroed before they are seen as floats.
+                        let slopes = slope_out.at(at);
+                        std::ptr::write_bytes(slopes, 0, job.cols);
+                        let slopes = std::slice::from_raw_parts_mut(slopes, job.cols);
+                        super::gelu::gelu_shifted_slope_in_place(row, slopes, b);
+                    }
                 }
             }
         }
@@ -378,9 +406,15 @@ pub fn pointwise_forward_then(
         use rayon::prelude::*;
         jobs.par_iter().for_each(run);
     }
-    // SAFETY: the blocks cover all `total` elements, each written above.
-    unsafe { y.set_len(total) };
-    y
+    // SAFETY: the blocks cover all `total` elements, each written above (and each
+    // slope, when asked for).
+    unsafe {
+        y.set_len(total);
+        if with_slope {
+            slope.set_len(total);
+        }
+    }
+    (y, slope)
 }
 
 /// One block of a pointwise layer's output: sample `sample`, output rows `row..row +
@@ -517,6 +551,7 @@ mod flex {
         WeightView,
     };
     use crate::kernels::flex_types::{flex_tensor, same, Ad, AdTensor};
+    use crate::kernels::gelu::scale_by_slope_in_place;
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
@@ -582,17 +617,14 @@ mod flex {
         try_fast_with(linear.weight.val(), linear.bias.as_ref()?.val(), x)
     }
 
-    /// `gelu(linear(x))` in one kernel (`pointwise_gelu_forward`), on Flex only:
-    /// `None` on every other backend, `Autodiff<Flex>` included (training keeps the
-    /// two kernels and their backward passes), for a map that is not f32, or for a
-    /// layer without a bias.
+    /// `gelu(linear(x))` in one kernel (`pointwise_gelu_forward`; while training,
+    /// `pointwise_gelu_slope_forward`, with one backward step for both); `None` where
+    /// the backend is not Flex or `Autodiff<Flex>`, the map is not f32, or the layer
+    /// has no bias.
     pub(crate) fn try_fast_gelu<B: Backend>(
         linear: &Linear<B>,
         x: Tensor<B, 3>,
     ) -> Option<Tensor<B, 3>> {
-        if TypeId::of::<B>() != TypeId::of::<Flex>() {
-            return None;
-        }
         let bias = linear.bias.as_ref()?.val();
         try_fast_then(linear.weight.val(), bias, x, Epilogue::Gelu)
     }
@@ -606,7 +638,8 @@ mod flex {
         try_fast_then(weight, bias, x, Epilogue::Bias)
     }
 
-    /// [`try_fast_with`] with the epilogue given; [`Epilogue::Gelu`] on Flex only.
+    /// [`try_fast_with`] with the epilogue given ([`Epilogue::Bias`] or
+    /// [`Epilogue::Gelu`]; training takes the slopes as well by itself).
     fn try_fast_then<B: Backend>(
         weight: Tensor<B, 2>,
         bias: Tensor<B, 1>,
@@ -615,9 +648,6 @@ mod flex {
     ) -> Option<Tensor<B, 3>> {
         let id = TypeId::of::<B>();
         if (id != TypeId::of::<Flex>() && id != TypeId::of::<Ad>()) || x.dtype() != DType::F32 {
-            return None;
-        }
-        if id == TypeId::of::<Ad>() && epilogue != Epilogue::Bias {
             return None;
         }
         let [batch, inputs, positions] = x.dims();
@@ -648,6 +678,7 @@ mod flex {
                 same(weight)?,
                 same(bias)?,
                 shape,
+                epilogue,
             ))?
         };
         Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
@@ -660,6 +691,17 @@ mod flex {
         shape: PointwiseShape,
         epilogue: Epilogue,
     ) -> FlexTensor {
+        forward_flex_parts(x, weight, bias, shape, epilogue).0
+    }
+
+    /// [`forward_flex`], with the slopes when `epilogue` asks for them.
+    fn forward_flex_parts(
+        x: &FlexTensor,
+        weight: &FlexTensor,
+        bias: &FlexTensor,
+        shape: PointwiseShape,
+        epilogue: Epilogue,
+    ) -> (FlexTensor, Option<FlexTensor>) {
         let (x, bias) = (x.to_contiguous(), bias.to_contiguous());
         let weight = StridedWeight::of(weight, shape.outputs);
         // The products read an output-major weight in place and repack any other on
@@ -678,14 +720,16 @@ mod flex {
                 }
             }
         };
-        let y = pointwise_forward_then(
+        let (y, slope) = pointwise_forward_then(
             x.storage::<f32>(),
             view,
             bias.storage::<f32>(),
             shape,
             epilogue,
         );
-        flex_tensor(y, vec![shape.batch, shape.outputs, shape.positions])
+        let dims = vec![shape.batch, shape.outputs, shape.positions];
+        let slope = (epilogue == Epilogue::GeluWithSlope).then(|| flex_tensor(slope, dims.clone()));
+        (flex_tensor(y, dims), slope)
     }
 
     /// An `[in, out]` weight tensor kept as it lies when it is a strided view with
@@ -738,9 +782,16 @@ mod flex {
     #[derive(Debug)]
     struct PointwiseBackward;
 
+    /// `t` made contiguous, taken by value: when nothing needs copying, the handle
+    /// handed back is then the only one, and its buffer can be written in place.
+    fn into_contiguous(t: FlexTensor) -> FlexTensor {
+        t.to_contiguous()
+    }
+
     impl Backward<Flex, 3> for PointwiseBackward {
-        /// Input and weight as the checkpointer holds them, and the sizes.
-        type State = (NodeId, NodeId, PointwiseShape);
+        /// Input and weight as the checkpointer holds them, GELU's slopes when the
+        /// layer's forward pass applied GELU too, and the sizes.
+        type State = (NodeId, NodeId, Option<FlexTensor>, PointwiseShape);
 
         fn backward(
             self,
@@ -750,10 +801,24 @@ mod flex {
         ) {
             let [node_x, node_weight, node_bias] = ops.parents;
             let grad = grads.consume::<Flex>(&ops.node);
-            let (x_state, weight_state, shape) = ops.state;
+            let (x_state, weight_state, slope, shape) = ops.state;
             let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
             let weight = checkpointer.retrieve_node_output::<FlexTensor>(weight_state);
-            let (x, dy) = (x.to_contiguous(), grad.to_contiguous());
+            let (x, mut dy) = (x.to_contiguous(), into_contiguous(grad));
+            if let Some(slope) = slope {
+                // Through GELU first: the gradient at its input is the one at its
+                // output times the slope, written over the incoming gradient when
+                // nothing else holds it (usually so).
+                let slope = slope.storage::<f32>();
+                match dy.try_storage_mut::<f32>() {
+                    Some(values) => scale_by_slope_in_place(slope, values),
+                    None => {
+                        let mut values = dy.storage::<f32>().to_vec();
+                        scale_by_slope_in_place(slope, &mut values);
+                        dy = flex_tensor(values, vec![shape.batch, shape.outputs, shape.positions]);
+                    }
+                }
+            }
             // Always input-major here, whatever way the parameter lies (output-major
             // when fresh or loaded, input-major after an optimizer step): gemm's
             // rounding follows the operands' layout, and a run resumed from a
@@ -784,11 +849,14 @@ mod flex {
         }
     }
 
+    /// The layer on `Autodiff<Flex>`, with GELU after it when `epilogue` says so (the
+    /// slopes then kept for the backward step, not the layer's output).
     fn forward_autodiff(
         x: AdTensor,
         weight: AdTensor,
         bias: AdTensor,
         shape: PointwiseShape,
+        epilogue: Epilogue,
     ) -> AdTensor {
         match PointwiseBackward
             .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), bias.node.clone()])
@@ -798,21 +866,25 @@ mod flex {
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
                 let weight_state = prep.checkpoint(&weight);
-                let y = forward_flex(
+                let tracked = match epilogue {
+                    Epilogue::Bias => Epilogue::Bias,
+                    Epilogue::Gelu | Epilogue::GeluWithSlope => Epilogue::GeluWithSlope,
+                };
+                let (y, slope) = forward_flex_parts(
                     &x.primitive,
                     &weight.primitive,
                     &bias.primitive,
                     shape,
-                    Epilogue::Bias,
+                    tracked,
                 );
-                prep.finish((x_state, weight_state, shape), y)
+                prep.finish((x_state, weight_state, slope, shape), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(forward_flex(
                 &x.primitive,
                 &weight.primitive,
                 &bias.primitive,
                 shape,
-                Epilogue::Bias,
+                epilogue,
             )),
         }
     }
