@@ -13,6 +13,11 @@
 //!
 //! - forward, each sample's output starts as its bias and the product accumulates onto
 //!   it (one pass);
+//! - forward with the GELU that follows the expanding layer of a ConvNeXt block
+//!   ([`pointwise_gelu_forward`]), the product is written without the bias, then
+//!   the bias and GELU are applied to each block of it on the thread that made it
+//!   (while training also keeping GELU's slopes, which the backward step multiplies
+//!   into the output gradient first);
 //! - backward, `dx[n] = W dy[n]` per sample, and `dW = sum_n x[n] dy[n]^T` accumulates
 //!   sample after sample into one `[in, out]` buffer per thread, read through strides,
 //!   so nothing is transposed or copied; `db` is the sum of `dy` over samples and
@@ -230,7 +235,7 @@ pub fn out_major_copy(weight: WeightView<'_>, inputs: usize, outputs: usize) -> 
 pub enum Epilogue {
     /// `W^T x[n] + b`, the layer itself.
     Bias,
-    /// `gelu(W^T x[n] + b)`: the layer and the activation after it, for inference.
+    /// `gelu(W^T x[n] + b)`: the layer and the activation after it.
     Gelu,
     /// `gelu(W^T x[n] + b)` and GELU's slope at `W^T x[n] + b`, for training: the
     /// backward pass scales the output gradient by the slopes.
@@ -356,7 +361,8 @@ pub fn pointwise_forward_then(
         // blocks are disjoint, so no two threads write one element; every element of a
         // block is written (its bias) before a product that accumulates reads it, a
         // product that does not accumulate only writes (gemm writes zeros when there
-        // are no inputs), and `y` does not overlap `x` or the weight.
+        // are no inputs), and `y` does not overlap `x` or the weight. The same holds
+        // for the slopes, which have the outputs' layout and are written here only.
         unsafe {
             if accumulate {
                 for (o, &b) in bias[rows.clone()].iter().enumerate() {
@@ -384,20 +390,20 @@ pub fn pointwise_forward_then(
                 accumulate,
                 gemm::Parallelism::None,
             );
-            for (o, &b) in bias[rows].iter().enumerate() {
+            // With the bias alone there is nothing more to do: it went in first.
+            let shifts = if accumulate { &[][..] } else { &bias[rows] };
+            for (o, &b) in shifts.iter().enumerate() {
                 let at = start + o * positions;
                 let row = std::slice::from_raw_parts_mut(out.at(at), job.cols);
-                match epilogue {
-                    Epilogue::Bias => break,
-                    Epilogue::Gelu => super::gelu::gelu_shifted_in_place(row, b),
-                    Epilogue::GeluWithSlope => {
-                        // The block's slopes, laid out as its outputs (`slope` has room
-                        // for `total` values), zeroed before they are seen as floats.
-                        let slopes = slope_out.at(at);
-                        std::ptr::write_bytes(slopes, 0, job.cols);
-                        let slopes = std::slice::from_raw_parts_mut(slopes, job.cols);
-                        super::gelu::gelu_shifted_slope_in_place(row, slopes, b);
-                    }
+                if epilogue == Epilogue::GeluWithSlope {
+                    // The block's slopes, laid out as its outputs (`slope` has room for
+                    // `total` values), zeroed before they are seen as floats.
+                    let slopes = slope_out.at(at);
+                    std::ptr::write_bytes(slopes, 0, job.cols);
+                    let slopes = std::slice::from_raw_parts_mut(slopes, job.cols);
+                    super::gelu::gelu_shifted_slope_in_place(row, slopes, b);
+                } else {
+                    super::gelu::gelu_shifted_in_place(row, b);
                 }
             }
         }
