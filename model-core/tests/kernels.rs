@@ -362,8 +362,9 @@ fn polynomial_exp_matches_std_exp() {
 /// The fused pointwise layer against the same layer written with tensor operations:
 /// outputs and the gradients of input, weight and bias on `Autodiff<Flex>`, and outputs
 /// on `Flex`; the same for the layer followed by GELU (`pointwise_gelu`, one kernel)
-/// against Burn's GELU of the composed layer. Batches below and above the thread count take the two parallel layouts;
-/// the sizes are odd, and one case has a single position and a single input channel.
+/// against Burn's GELU of the composed layer. Batches below and above the thread count
+/// take the two parallel layouts; the sizes are odd, and one case has a single position
+/// and a single input channel.
 #[test]
 fn fused_pointwise_matches_composed_values_and_gradients() {
     use burn::nn::{Linear, LinearConfig};
