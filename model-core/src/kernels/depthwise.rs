@@ -17,7 +17,10 @@
 //! vector loaded serves each of the four rows it reaches. The tap-by-tap passes
 //! above load and store their accumulator once per tap; on ConvNeXt's plane sizes,
 //! on two cores, they ran 7x7 filters at 17-60 GFLOP/s, the blocked path at 33-116,
-//! 1.8-3.2x (`--example depthwise_planes`, BENCHMARKS.md).
+//! 1.8-3.2x (`--example depthwise_planes`, BENCHMARKS.md). WebAssembly with SIMD128
+//! (the page's CPU fallback) takes the same loop on planes up to 32 wide, with a
+//! product and a sum per tap (SIMD128 has no fused multiply-add), giving the same
+//! values as its tap-by-tap passes.
 
 /// Sizes of a depthwise convolution's `[batch, channels, height, width]` input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,7 +221,10 @@ fn plane_conv_body(
 /// Each output takes its 49 taps row by row (`ky`), column by column (`kx`) within a
 /// row, in one fused multiply-add each, whatever block computed it.
 mod simd7 {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    ))]
     use super::{border_plane, unwiden_plane};
     use super::{DepthwiseShape, Scratch};
 
@@ -227,7 +233,8 @@ mod simd7 {
     pub(super) const SLACK: usize = 16;
 
     /// The plane on this CPU's blocked path; `false` (nothing written) when the
-    /// filters are not 7x7 or the CPU has neither AVX-512F nor AVX2 with FMA.
+    /// filters are not 7x7, or the CPU has neither AVX-512F nor AVX2 with FMA (in
+    /// WebAssembly: the module lacks SIMD128 or the plane is wider than 32).
     pub(super) fn plane_conv(
         x: &[f32],
         filter: &[f32],
@@ -249,19 +256,68 @@ mod simd7 {
                 return true;
             }
         }
+        // WebAssembly built with SIMD128 (the page's CPU fallback), on planes up to 32
+        // wide: with four lanes a vector, the blocked loop measured 1.15-1.86x the
+        // tap-by-tap one on ConvNeXt's 28, 14 and 7 wide planes but 0.94-1.04x on its
+        // 56 wide ones (Node 20, BENCHMARKS.md).
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        if shape.kernel == 7 && shape.width <= 32 {
+            // SAFETY: the module was compiled with SIMD128, so every engine that runs
+            // it has those instructions.
+            unsafe { simd128::plane(x, filter, bias, scratch, shape, out) };
+            return true;
+        }
         let _ = (x, filter, bias, scratch, shape, out);
         false
     }
 
+    /// SIMD128's vector operations under the names the blocked kernels use. It has no
+    /// fused multiply-add: a product and a sum, each rounded, as the tap-by-tap loop
+    /// compiled for WebAssembly computes them.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    mod wasm_ops {
+        pub(super) use std::arch::wasm32::v128;
+        use std::arch::wasm32::{f32x4_add, f32x4_mul, f32x4_splat, v128_load, v128_store};
+
+        #[inline(always)]
+        pub(super) unsafe fn splat(x: f32) -> v128 {
+            f32x4_splat(x)
+        }
+
+        /// # Safety
+        /// Four values from `p` on are readable (any alignment).
+        #[inline(always)]
+        pub(super) unsafe fn load(p: *const f32) -> v128 {
+            unsafe { v128_load(p.cast()) }
+        }
+
+        /// # Safety
+        /// Four values from `p` on are writable (any alignment).
+        #[inline(always)]
+        pub(super) unsafe fn store(p: *mut f32, v: v128) {
+            unsafe { v128_store(p.cast(), v) }
+        }
+
+        #[inline(always)]
+        pub(super) unsafe fn mul_add(a: v128, b: v128, c: v128) -> v128 {
+            f32x4_add(f32x4_mul(a, b), c)
+        }
+    }
+
     /// One copy of the blocked kernels for one vector type: `$lanes` f32 lanes in
-    /// `$v`, with its broadcast, unaligned load and store and fused multiply-add.
-    #[cfg(target_arch = "x86_64")]
+    /// `$v`, with its broadcast, unaligned load and store and (fused) multiply-add, all
+    /// found in the module `$ops`.
+    #[cfg(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    ))]
     macro_rules! blocked_kernels {
-        ($module:ident, $features:literal, $v:ty, $lanes:literal,
+        ($module:ident, $features:literal, $($ops:ident)::+, $v:ty, $lanes:literal,
          $splat:ident, $load:ident, $store:ident, $fma:ident) => {
             pub(super) mod $module {
                 use super::{border_plane, unwiden_plane, DepthwiseShape, Scratch};
-                use std::arch::x86_64::*;
+                #[allow(unused_imports)]
+                use $($ops)::+::*;
 
                 const LANES: usize = $lanes;
                 /// Output rows computed together, and vectors per row.
@@ -404,10 +460,23 @@ mod simd7 {
         };
     }
 
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    blocked_kernels!(
+        simd128,
+        "simd128",
+        super::wasm_ops,
+        v128,
+        4,
+        splat,
+        load,
+        store,
+        mul_add
+    );
     #[cfg(target_arch = "x86_64")]
     blocked_kernels!(
         avx512,
         "avx512f,avx2,fma",
+        std::arch::x86_64,
         __m512,
         16,
         _mm512_set1_ps,
@@ -419,6 +488,7 @@ mod simd7 {
     blocked_kernels!(
         avx2,
         "avx2,fma",
+        std::arch::x86_64,
         __m256,
         8,
         _mm256_set1_ps,
