@@ -219,7 +219,8 @@ fn plane_conv_body(
 /// border columns or the next row's first ones): what it writes there is either
 /// dropped or the very value that row's own vectors write, summed in the same order.
 /// Each output takes its 49 taps row by row (`ky`), column by column (`kx`) within a
-/// row, in one fused multiply-add each, whatever block computed it.
+/// row, in one fused multiply-add each (in WebAssembly, a product and a sum),
+/// whatever block computed it.
 mod simd7 {
     #[cfg(any(
         target_arch = "x86_64",
@@ -316,7 +317,6 @@ mod simd7 {
          $splat:ident, $load:ident, $store:ident, $fma:ident) => {
             pub(super) mod $module {
                 use super::{border_plane, unwiden_plane, DepthwiseShape, Scratch};
-                #[allow(unused_imports)]
                 use $($ops)::+::*;
 
                 const LANES: usize = $lanes;
