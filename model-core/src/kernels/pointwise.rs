@@ -274,20 +274,10 @@ pub fn pointwise_gelu_forward(
     pointwise_forward_then(x, weight, bias, shape, Epilogue::Gelu).0
 }
 
-/// [`pointwise_gelu_forward`] and GELU's slope at every element (the derivative at
-/// the layer's output before GELU), `[batch, outputs, positions]` each.
-pub fn pointwise_gelu_slope_forward(
-    x: &[f32],
-    weight: WeightView<'_>,
-    bias: &[f32],
-    shape: PointwiseShape,
-) -> (Vec<f32>, Vec<f32>) {
-    pointwise_forward_then(x, weight, bias, shape, Epilogue::GeluWithSlope)
-}
-
-/// [`pointwise_forward`], [`pointwise_gelu_forward`] or
-/// [`pointwise_gelu_slope_forward`], as `epilogue` says: the outputs and the slopes
-/// (empty unless asked for).
+/// [`pointwise_forward`] or [`pointwise_gelu_forward`], as `epilogue` says, or the
+/// latter with GELU's slope at every element (`Epilogue::GeluWithSlope`, for
+/// training): the outputs and the slopes (`[batch, outputs, positions]`, empty unless
+/// asked for).
 pub fn pointwise_forward_then(
     x: &[f32],
     weight: WeightView<'_>,
@@ -624,7 +614,7 @@ mod flex {
     }
 
     /// `gelu(linear(x))` in one kernel (`pointwise_gelu_forward`; while training,
-    /// `pointwise_gelu_slope_forward`, with one backward step for both); `None` where
+    /// `Epilogue::GeluWithSlope`, with one backward step for both); `None` where
     /// the backend is not Flex or `Autodiff<Flex>`, the map is not f32, or the layer
     /// has no bias.
     pub(crate) fn try_fast_gelu<B: Backend>(
