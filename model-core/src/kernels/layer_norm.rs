@@ -73,38 +73,11 @@ pub fn channel_norm_forward(
     assert_eq!(gamma.len(), channels, "scale size");
     assert_eq!(beta.len(), channels, "shift size");
     let mut y = vec![0.0f32; x.len()];
-    let inv_c = 1.0 / channels as f32;
     let stats = per_sample(&mut y, slab, |n, y| {
         let x = &x[n * slab..(n + 1) * slab];
         let mut mean = vec![0.0f32; positions];
-        for row in x.chunks_exact(positions) {
-            for (m, &v) in mean.iter_mut().zip(row) {
-                *m += v;
-            }
-        }
-        mean.iter_mut().for_each(|m| *m *= inv_c);
-        // The variance from the centred values (two passes), as the composed version.
-        let mut var = vec![0.0f32; positions];
-        for row in x.chunks_exact(positions) {
-            for ((s, &v), &m) in var.iter_mut().zip(row).zip(&mean) {
-                let d = v - m;
-                *s += d * d;
-            }
-        }
-        let rstd: Vec<f32> = var
-            .iter()
-            .map(|&s| 1.0 / (s * inv_c + eps).sqrt())
-            .collect();
-        for (c, (out_row, row)) in y
-            .chunks_exact_mut(positions)
-            .zip(x.chunks_exact(positions))
-            .enumerate()
-        {
-            let (g, b) = (gamma[c], beta[c]);
-            for (((o, &v), &m), &r) in out_row.iter_mut().zip(row).zip(&mean).zip(&rstd) {
-                *o = (v - m) * r * g + b;
-            }
-        }
+        let mut rstd = vec![0.0f32; positions];
+        forward_slab(x, gamma, beta, eps, y, &mut mean, &mut rstd);
         (mean, rstd)
     });
     let mut all = ChannelNormStats {
@@ -145,42 +118,21 @@ pub fn channel_norm_backward(
         let rstd = &stats.rstd[n * positions..(n + 1) * positions];
         let mut dgamma = vec![0.0f32; channels];
         let mut dbeta = vec![0.0f32; channels];
-        // Per position: mean over channels of g and of g * xhat.
-        let mut mean_g = vec![0.0f32; positions];
-        let mut mean_gx = vec![0.0f32; positions];
-        for (c, (row, drow)) in x
-            .chunks_exact(positions)
-            .zip(dy.chunks_exact(positions))
-            .enumerate()
-        {
-            let gc = gamma[c];
-            let (mut dg, mut db) = (0.0f32, 0.0f32);
-            for p in 0..positions {
-                let xhat = (row[p] - mean[p]) * rstd[p];
-                let d = drow[p];
-                dg += d * xhat;
-                db += d;
-                let g = d * gc;
-                mean_g[p] += g;
-                mean_gx[p] += g * xhat;
-            }
-            dgamma[c] = dg;
-            dbeta[c] = db;
-        }
-        mean_g.iter_mut().for_each(|v| *v *= inv_c);
-        mean_gx.iter_mut().for_each(|v| *v *= inv_c);
-        for (c, ((out, row), drow)) in dx
-            .chunks_exact_mut(positions)
-            .zip(x.chunks_exact(positions))
-            .zip(dy.chunks_exact(positions))
-            .enumerate()
-        {
-            let gc = gamma[c];
-            for p in 0..positions {
-                let xhat = (row[p] - mean[p]) * rstd[p];
-                out[p] = rstd[p] * (drow[p] * gc - mean_g[p] - xhat * mean_gx[p]);
-            }
-        }
+        // Per position: the sums over channels of g and of g * xhat.
+        let mut sum_g = vec![0.0f32; positions];
+        let mut sum_gx = vec![0.0f32; positions];
+        backward_sums(
+            x,
+            dy,
+            gamma,
+            mean,
+            rstd,
+            &mut dgamma,
+            &mut dbeta,
+            &mut sum_g,
+            &mut sum_gx,
+        );
+        backward_dx(x, dy, gamma, mean, rstd, inv_c, &sum_g, &sum_gx, dx);
         (dgamma, dbeta)
     });
     let mut dgamma = vec![0.0f32; channels];
@@ -190,6 +142,188 @@ pub fn channel_norm_backward(
         dbeta.iter_mut().zip(b).for_each(|(s, v)| *s += v);
     }
     (dx, dgamma, dbeta)
+}
+
+widest_simd! {
+    /// One sample's norm: `x` and `y` `[channels, positions]`, `mean` and `rstd`
+    /// `[positions]` filled for the backward pass.
+    fn forward_slab(
+        x: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+        y: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+    ) = forward_slab_loop;
+}
+
+#[inline(always)]
+fn forward_slab_loop(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    y: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+) {
+    let positions = mean.len();
+    let inv_c = 1.0 / gamma.len() as f32;
+    for row in x.chunks_exact(positions) {
+        for (m, &v) in mean.iter_mut().zip(row) {
+            *m += v;
+        }
+    }
+    mean.iter_mut().for_each(|m| *m *= inv_c);
+    // The variance from the centred values (two passes), as the composed version; the
+    // sums are gathered in `rstd` and turned into reciprocal deviations after.
+    for row in x.chunks_exact(positions) {
+        for ((s, &v), &m) in rstd.iter_mut().zip(row).zip(mean.iter()) {
+            let d = v - m;
+            *s += d * d;
+        }
+    }
+    rstd.iter_mut()
+        .for_each(|s| *s = 1.0 / (*s * inv_c + eps).sqrt());
+    for ((out_row, row), (&g, &b)) in y
+        .chunks_exact_mut(positions)
+        .zip(x.chunks_exact(positions))
+        .zip(gamma.iter().zip(beta))
+    {
+        for (((o, &v), &m), &r) in out_row
+            .iter_mut()
+            .zip(row)
+            .zip(mean.iter())
+            .zip(rstd.iter())
+        {
+            *o = (v - m) * r * g + b;
+        }
+    }
+}
+
+/// Lanes of the per-channel sums in the backward pass: each channel's sums over
+/// positions are kept in this many partial sums, so that the loop over positions runs
+/// in vectors rather than as one chain of dependent additions.
+const LANES: usize = 16;
+
+widest_simd! {
+    /// One sample's sums for the backward pass: per channel, `dgamma += sum_p dy * xhat`
+    /// and `dbeta += sum_p dy`; per position, `sum_g = sum_c dy * gamma` and
+    /// `sum_gx = sum_c dy * gamma * xhat`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_sums(
+        x: &[f32],
+        dy: &[f32],
+        gamma: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        dgamma: &mut [f32],
+        dbeta: &mut [f32],
+        sum_g: &mut [f32],
+        sum_gx: &mut [f32],
+    ) = backward_sums_loop;
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_sums_loop(
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+    sum_g: &mut [f32],
+    sum_gx: &mut [f32],
+) {
+    let positions = mean.len();
+    let body = positions - positions % LANES;
+    for (c, (row, drow)) in x
+        .chunks_exact(positions)
+        .zip(dy.chunks_exact(positions))
+        .enumerate()
+    {
+        let gc = gamma[c];
+        let mut dg = [0.0f32; LANES];
+        let mut db = [0.0f32; LANES];
+        for (((((xs, ds), ms), rs), gs), gxs) in row[..body]
+            .chunks_exact(LANES)
+            .zip(drow[..body].chunks_exact(LANES))
+            .zip(mean[..body].chunks_exact(LANES))
+            .zip(rstd[..body].chunks_exact(LANES))
+            .zip(sum_g[..body].chunks_exact_mut(LANES))
+            .zip(sum_gx[..body].chunks_exact_mut(LANES))
+        {
+            for l in 0..LANES {
+                let xhat = (xs[l] - ms[l]) * rs[l];
+                let d = ds[l];
+                dg[l] += d * xhat;
+                db[l] += d;
+                let g = d * gc;
+                gs[l] += g;
+                gxs[l] += g * xhat;
+            }
+        }
+        let (mut dg, mut db) = (dg.iter().sum::<f32>(), db.iter().sum::<f32>());
+        for p in body..positions {
+            let xhat = (row[p] - mean[p]) * rstd[p];
+            let d = drow[p];
+            dg += d * xhat;
+            db += d;
+            let g = d * gc;
+            sum_g[p] += g;
+            sum_gx[p] += g * xhat;
+        }
+        dgamma[c] = dg;
+        dbeta[c] = db;
+    }
+}
+
+widest_simd! {
+    /// One sample's input gradient from the per-position sums of [`backward_sums`].
+    #[allow(clippy::too_many_arguments)]
+    fn backward_dx(
+        x: &[f32],
+        dy: &[f32],
+        gamma: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        inv_c: f32,
+        sum_g: &[f32],
+        sum_gx: &[f32],
+        dx: &mut [f32],
+    ) = backward_dx_loop;
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_dx_loop(
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    inv_c: f32,
+    sum_g: &[f32],
+    sum_gx: &[f32],
+    dx: &mut [f32],
+) {
+    let positions = mean.len();
+    for (((out, row), drow), &gc) in dx
+        .chunks_exact_mut(positions)
+        .zip(x.chunks_exact(positions))
+        .zip(dy.chunks_exact(positions))
+        .zip(gamma)
+    {
+        for p in 0..positions {
+            let xhat = (row[p] - mean[p]) * rstd[p];
+            let mg = sum_g[p] * inv_c;
+            let mgx = sum_gx[p] * inv_c;
+            out[p] = rstd[p] * (drow[p] * gc - mg - xhat * mgx);
+        }
+    }
 }
 
 #[cfg(feature = "flex-kernels")]

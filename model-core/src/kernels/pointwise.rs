@@ -519,9 +519,7 @@ pub fn pointwise_backward(
                     n > first,
                     parallelism,
                 );
-                for (b, row) in db.iter_mut().zip(dy_n.chunks_exact(positions.max(1))) {
-                    *b += row.iter().sum::<f32>();
-                }
+                add_row_sums(&mut db, dy_n);
             }
             (dw, db)
         })
@@ -537,6 +535,34 @@ pub fn pointwise_backward(
         db.iter_mut().zip(b).for_each(|(s, v)| *s += v);
     }
     (dx, dw, db)
+}
+
+widest_simd! {
+    /// `sums[o] += sum of row o of rows` (`rows` is `sums.len()` rows of equal length),
+    /// each row summed in vector lanes rather than one chain of dependent additions.
+    fn add_row_sums(sums: &mut [f32], rows: &[f32]) = add_row_sums_loop;
+}
+
+#[inline(always)]
+fn add_row_sums_loop(sums: &mut [f32], rows: &[f32]) {
+    const LANES: usize = 16;
+    if sums.is_empty() {
+        return;
+    }
+    let width = rows.len() / sums.len();
+    if width == 0 {
+        return;
+    }
+    for (s, row) in sums.iter_mut().zip(rows.chunks_exact(width)) {
+        let mut lanes = [0.0f32; LANES];
+        let mut blocks = row.chunks_exact(LANES);
+        for block in &mut blocks {
+            for (l, &v) in lanes.iter_mut().zip(block) {
+                *l += v;
+            }
+        }
+        *s += lanes.iter().sum::<f32>() + blocks.remainder().iter().sum::<f32>();
+    }
 }
 
 pub(crate) use flex::{out_major, try_fast, try_fast_gelu, try_fast_with};
