@@ -267,9 +267,11 @@ fn end_to_end(tools: &Tools) -> Result<()> {
     browser.wait_tagged(before + photos.len())?;
     compare(&browser.results()?[before..], &expected, "CPU (control)")?;
 
-    // 5. A second load takes the weights from the cache; `?backend=cpu` forces the CPU.
-    browser.go(&format!("{url}?backend=cpu"))?;
-    let state = browser.wait_ready()?;
+    // 5. A second load takes the weights from the cache; `?backend=cpu` forces the CPU,
+    //    `?workers=2` two workers there (the second loads the weights from the cache
+    //    too), which tag the photos between them, shown in the order given.
+    browser.go(&format!("{url}?backend=cpu&workers=2"))?;
+    let state = browser.wait_state(|s| s["state"] == "ready" && s["workers"] == "2")?;
     eprintln!("second load: {state}");
     ensure_eq(&state["backend"], "cpu", "backend with ?backend=cpu")?;
     ensure_eq(
@@ -309,6 +311,26 @@ fn end_to_end(tools: &Tools) -> Result<()> {
         "the CSV row of photo-1.jpg",
     )?;
     let cpu_ms = browser.bench(&bench)?;
+    let helped = browser.state()?["helperTagged"]
+        .as_str()
+        .and_then(|t| t.parse::<usize>().ok())
+        .unwrap_or(0);
+    if helped == 0 {
+        bail!("the second worker tagged none of the photos");
+    }
+    let results = browser.results()?;
+    let shown: Vec<&str> = results[photos.len()..]
+        .iter()
+        .map(|r| r["image"].as_str().unwrap_or_default())
+        .collect();
+    let given: Vec<&str> = bench
+        .iter()
+        .map(|p| p.file_name().and_then(|n| n.to_str()).unwrap_or_default())
+        .collect();
+    if shown != given {
+        bail!("two workers' results out of the order given: {shown:?}, given {given:?}");
+    }
+    compare(&results[photos.len()..], &expected, "CPU, two workers")?;
     let requests = server.requests();
     let downloads = requests
         .iter()
@@ -362,7 +384,7 @@ fn end_to_end(tools: &Tools) -> Result<()> {
 /// ConvNeXt-atto with width-128 heads at 224 px and f16 weights by default
 /// (`WEB_BENCH_SIZE`, `WEB_BENCH_HEAD_DIM`, `WEB_BENCH_PRECISION` change them;
 /// `WEB_BENCH_BACKENDS` and `WEB_BENCH_PHOTOS` say what is timed), on WebGPU and on the
-/// CPU. The run is made by `trainer train` with no epochs (freshly initialised
+/// CPU, the CPU with each number of workers in `WEB_BENCH_WORKERS` (default `1,2`). The run is made by `trainer train` with no epochs (freshly initialised
 /// weights: the time does not depend on them). Prints the page's median time per photo,
 /// `trainer bench`'s for the same network natively on the CPU, and the export's size in
 /// f16 and f32. With f32 weights the page's labels are also checked against
@@ -384,6 +406,7 @@ fn benchmark(tools: &Tools) -> Result<()> {
     let head_dim = var("WEB_BENCH_HEAD_DIM", "128");
     let precision = var("WEB_BENCH_PRECISION", "f16");
     let backends = var("WEB_BENCH_BACKENDS", "webgpu,cpu");
+    let workers = var("WEB_BENCH_WORKERS", "1,2");
     let count: usize = var("WEB_BENCH_PHOTOS", &BENCH_PHOTOS.to_string()).parse()?;
     let work = work_dir().with_file_name("web-bench");
     let _ = std::fs::remove_dir_all(&work);
@@ -432,14 +455,25 @@ fn benchmark(tools: &Tools) -> Result<()> {
     let url = format!("http://127.0.0.1:{}/", server.port);
     let mut lines = Vec::new();
     for backend in backends.split(',') {
-        browser.go(&format!("{url}?backend={backend}"))?;
-        let state = browser.wait_ready()?;
-        ensure_eq(&state["backend"], backend, "backend")?;
-        let ms = browser.bench(&photos)?;
-        if precision == "f32" {
-            compare(&browser.results()?, &expected, backend)?;
+        // WebGPU runs one worker; the CPU as many as asked, one setting after another.
+        let counts = if backend == "cpu" {
+            workers.as_str()
+        } else {
+            "1"
+        };
+        for count in counts.split(',') {
+            browser.go(&format!("{url}?backend={backend}&workers={count}"))?;
+            let state = browser.wait_state(|s| s["state"] == "ready" && s["workers"] == count)?;
+            ensure_eq(&state["backend"], backend, "backend")?;
+            let (ms, rate) = browser.bench_rate(&photos)?;
+            if precision == "f32" {
+                compare(&browser.results()?, &expected, backend)?;
+            }
+            lines.push(format!(
+                "{backend} ({}), {count} worker(s): {ms:.1} ms per photo, {rate:.2} photos/s",
+                state["adapter"]
+            ));
         }
-        lines.push(format!("{backend} ({}) {ms:.1} ms", state["adapter"]));
     }
     // A screenshot at a real input size, where the heat map has cells to show.
     browser.click("#history tr:first-child")?;
@@ -1122,6 +1156,24 @@ impl Browser {
             .iter()
             .map(|r| serde_json::from_str(r.as_str().unwrap_or("null")).map_err(Into::into))
             .collect()
+    }
+
+    /// Tags the photos; returns the median time per photo (the first left out) and the
+    /// photos per second over the whole batch, by the page's clock (`data-busy-ms`).
+    fn bench_rate(&self, photos: &[PathBuf]) -> Result<(f64, f64)> {
+        let busy = |state: &Value| {
+            state["busyMs"]
+                .as_str()
+                .and_then(|t| t.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let before = busy(&self.state()?);
+        let median = self.bench(photos)?;
+        let spent = busy(&self.state()?) - before;
+        if spent <= 0.0 {
+            bail!("the page reports no busy time for {} photos", photos.len());
+        }
+        Ok((median, photos.len() as f64 * 1000.0 / spent))
     }
 
     /// Tags the photos and returns the median time per photo, the first left out.

@@ -10,11 +10,12 @@
 //!   picks the backend, runs the network.
 //!
 //! They talk through the serde messages of [`protocol`]. The platform-independent parts
-//! ([`engine`], [`protocol`], [`submission`]) build natively too and are tested there on
+//! ([`engine`], [`order`], [`protocol`], [`submission`]) build natively too and are tested there on
 //! the Flex backend, which the page's CPU fallback runs; [`browser`] exists only on
 //! wasm32.
 
 pub mod engine;
+pub mod order;
 pub mod protocol;
 pub mod submission;
 

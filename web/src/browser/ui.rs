@@ -1,18 +1,29 @@
 //! The page: controls, drop zone, results, heat map and CSV download. All the work
-//! happens in the worker; this side reads files, sends them one at a time and shows
-//! what comes back.
+//! happens in the worker; this side reads files, sends each to a free worker and shows
+//! what comes back, in the order the photos were given.
+//!
+//! On the CPU the page runs more than one worker: a worker is one thread, and a batch
+//! of photos spread over the cores is tagged that many times faster. The first worker
+//! (the one that reads the manifest and reports downloads) is joined by helpers once it
+//! is ready on the CPU, as many as `navigator.hardwareConcurrency` (at most
+//! [`MAX_WORKERS`] in all, fewer for large models, see [`WORKER_MEMORY_BUDGET`]) or as
+//! `?workers=N` asks. Helpers load the weights from the browser's cache. On WebGPU one
+//! worker drives the one GPU.
 //!
 //! The page's state is mirrored in `data-*` attributes of `<body>` (`data-state`,
 //! `data-backend`, `data-adapter`, `data-weights-source`, `data-tagged`,
-//! `data-errors`), and each result carries its predictions as JSON in `data-json`, so
-//! that tests (and curious visitors) can read them without scraping text.
+//! `data-errors`, `data-workers`: the workers ready to tag, `data-helper-tagged`: the
+//! photos the helpers tagged, `data-busy-ms`: the time spent with photos to tag), and
+//! each result carries its predictions as JSON in `data-json`, so that tests (and
+//! curious visitors) can read them without scraping text.
 
 use super::{describe_js, pack, unpack};
+use crate::order::release_in_order;
 use crate::protocol::{BackendChoice, BackendKind, FromWorker, TagResult, ToWorker};
 use crate::submission::{id_from_file_name, to_csv, Row};
 use crate::{WebError, MAX_FILE_BYTES};
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::{Rc, Weak};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::{Clamped, JsCast};
@@ -32,6 +43,13 @@ const HEAT_GREEN: (f32, f32) = (214.0, 24.0);
 const HEAT_ALPHA: (f32, f32) = (30.0, 170.0);
 /// Where the page looks for the export unless `?models=` says otherwise.
 const DEFAULT_MODELS: &str = "models/";
+/// The most workers the page runs on the CPU.
+const MAX_WORKERS: u32 = 8;
+/// Workers on the CPU by default: one per core, up to this many.
+const DEFAULT_WORKERS: u32 = 4;
+/// What all CPU workers' weights may take in memory together, in bytes: each worker
+/// holds its own f32 copy (twice an f16 file's size), so large models get fewer.
+const WORKER_MEMORY_BUDGET: f64 = 1.5e9;
 
 type Shared = Rc<RefCell<App>>;
 
@@ -133,6 +151,18 @@ struct Pending {
     bytes: Vec<u8>,
 }
 
+/// A worker that joins the first one on the CPU.
+struct Helper {
+    /// Names this helper in its handlers (helpers come and go).
+    id: u32,
+    worker: Worker,
+    handlers: Vec<Closure<dyn FnMut(Event)>>,
+    /// Its `blob:` script, revoked once it has started.
+    url: Option<String>,
+    ready: bool,
+    in_flight: Option<Pending>,
+}
+
 /// A tagged photo kept for the history and the CSV.
 struct Done {
     result: TagResult,
@@ -160,8 +190,23 @@ struct App {
     ready: bool,
     /// The job the worker is tagging.
     in_flight: Option<Pending>,
+    /// Workers beside the first on the CPU.
+    helpers: Vec<Helper>,
+    next_helper: u32,
+    /// Workers asked for with `?workers=`.
+    workers_wanted: Option<u32>,
+    /// The export's weight precision (from its manifest), for the memory estimate.
+    precision: String,
+    /// Photos the helpers tagged.
+    helper_tagged: u32,
     queue: VecDeque<Pending>,
     next_job: u32,
+    /// Results that came back before an earlier photo's, shown once it has.
+    held: BTreeMap<u32, Done>,
+    /// Since when photos have been waiting or in a worker (`Date.now()`), and the time
+    /// so spent before.
+    busy_since: Option<f64>,
+    busy_ms: f64,
     done: Vec<Done>,
     /// Index in `done` of the result on show.
     shown: Option<usize>,
@@ -190,6 +235,10 @@ pub fn run() -> Result<(), WebError> {
     let models = params
         .get("models")
         .unwrap_or_else(|| DEFAULT_MODELS.into());
+    let workers_wanted = params
+        .get("workers")
+        .and_then(|w| w.trim().parse::<u32>().ok())
+        .map(|w| w.clamp(1, MAX_WORKERS));
     let mut models_url = Url::new_with_base(&models, &base)?.href();
     if !models_url.ends_with('/') {
         models_url.push('/');
@@ -208,8 +257,16 @@ pub fn run() -> Result<(), WebError> {
         category: params.get("category"),
         ready: false,
         in_flight: None,
+        helpers: Vec::new(),
+        next_helper: 1,
+        workers_wanted,
+        precision: String::new(),
+        helper_tagged: 0,
         queue: VecDeque::new(),
         next_job: 1,
+        held: BTreeMap::new(),
+        busy_since: None,
+        busy_ms: 0.0,
         done: Vec::new(),
         shown: None,
         errors: 0,
@@ -342,11 +399,10 @@ fn wire(shared: &Shared) -> Result<(), WebError> {
     Ok(())
 }
 
-/// Starts (or restarts) the worker from a `blob:` script that loads the worker's
-/// WebAssembly: a worker started from a `blob:` URL is governed by the page's
-/// Content-Security-Policy, so the policy also confines what the worker may fetch.
+/// Starts (or restarts) the first worker. Its helpers go with it.
 fn start_worker(shared: &Shared) -> Result<(), WebError> {
     let mut app = shared.borrow_mut();
+    stop_helpers(&mut app);
     if let Some(old) = app.worker.take() {
         old.set_onmessage(None);
         old.set_onerror(None);
@@ -356,8 +412,26 @@ fn start_worker(shared: &Shared) -> Result<(), WebError> {
     app.worker_started = false;
     app.ready = false;
 
-    let js = Url::new_with_base("worker.js", &app.base)?.href();
-    let wasm = Url::new_with_base("worker_bg.wasm", &app.base)?.href();
+    let (worker, url) = spawn_worker(&app.base)?;
+    app.worker_handlers = listen_to_worker(&worker, shared, on_worker_message, worker_crashed);
+    app.worker = Some(worker);
+    app.dom.set_state("state", "starting");
+    app.dom
+        .status
+        .set_text_content(Some("Starting the worker…"));
+    // The worker has read the blob once it reports `Started`; the URL is revoked then.
+    if let Some(old) = app.worker_url.replace(url) {
+        Url::revoke_object_url(&old)?;
+    }
+    Ok(())
+}
+
+/// A worker started from a `blob:` script that loads the worker's WebAssembly (a
+/// worker started from a `blob:` URL is governed by the page's Content-Security-Policy,
+/// so the policy also confines what the worker may fetch), and the script's URL.
+fn spawn_worker(base: &str) -> Result<(Worker, String), WebError> {
+    let js = Url::new_with_base("worker.js", base)?.href();
+    let wasm = Url::new_with_base("worker_bg.wasm", base)?.href();
     let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let source = format!(
         "importScripts({});wasm_bindgen({{module_or_path:{}}});",
@@ -371,15 +445,30 @@ fn start_worker(shared: &Shared) -> Result<(), WebError> {
         &options,
     )?;
     let url = Url::create_object_url_with_blob(&blob)?;
-    let worker = Worker::new(&url)?;
+    match Worker::new(&url) {
+        Ok(worker) => Ok((worker, url)),
+        Err(e) => {
+            let _ = Url::revoke_object_url(&url);
+            Err(e.into())
+        }
+    }
+}
 
+/// Hands `worker`'s messages to `on_data` and its failure to `on_crash`; returns the
+/// handlers, which must live as long as the worker.
+fn listen_to_worker(
+    worker: &Worker,
+    shared: &Shared,
+    on_data: impl Fn(&Shared, &JsValue) -> Result<(), WebError> + 'static,
+    on_crash: impl Fn(&Shared, &str) + 'static,
+) -> Vec<Closure<dyn FnMut(Event)>> {
     let weak = Rc::downgrade(shared);
     let on_message = Closure::<dyn FnMut(Event)>::new(move |event: Event| {
         let Some(shared) = weak.upgrade() else { return };
         let Ok(event) = event.dyn_into::<MessageEvent>() else {
             return;
         };
-        if let Err(e) = on_worker_message(&shared, &event.data()) {
+        if let Err(e) = on_data(&shared, &event.data()) {
             report(&shared, &e.to_string());
         }
     });
@@ -391,21 +480,198 @@ fn start_worker(shared: &Shared) -> Result<(), WebError> {
             .dyn_ref::<web_sys::ErrorEvent>()
             .map(|e| e.message())
             .unwrap_or_else(|| "the worker stopped".into());
-        worker_crashed(&shared, &message);
+        on_crash(&shared, &message);
     });
     worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-    app.worker_handlers = vec![on_message, on_error];
-    app.worker = Some(worker);
-    app.dom.set_state("state", "starting");
-    app.dom
-        .status
-        .set_text_content(Some("Starting the worker…"));
-    // The worker has read the blob once it reports `Started`; the URL is revoked then.
-    if let Some(old) = app.worker_url.replace(url) {
-        Url::revoke_object_url(&old)?;
+    vec![on_message, on_error]
+}
+
+/// How many workers the CPU gets for a model whose weights file has `weights_bytes`.
+fn workers_for(app: &App, weights_bytes: u64) -> u32 {
+    let cores = web_sys::window()
+        .map(|w| w.navigator().hardware_concurrency())
+        .unwrap_or(1.0);
+    let wanted = app
+        .workers_wanted
+        .unwrap_or_else(|| (cores as u32).clamp(1, DEFAULT_WORKERS));
+    // In memory each worker holds f32 weights, plus room for the activations.
+    let expand = if app.precision == "f16" { 2.0 } else { 1.0 };
+    let per_worker = weights_bytes as f64 * expand + 64e6;
+    let fit = (WORKER_MEMORY_BUDGET / per_worker).floor().max(1.0) as u32;
+    wanted.min(fit).max(1)
+}
+
+/// Starts the helpers the CPU gets beside the first worker (which has just loaded its
+/// model there); each loads the same category from the browser's cache.
+fn start_helpers(shared: &Shared, weights_bytes: u64) -> Result<(), WebError> {
+    let mut app = shared.borrow_mut();
+    let wanted = workers_for(&app, weights_bytes).saturating_sub(1) as usize;
+    while app.helpers.len() < wanted {
+        let (worker, url) = spawn_worker(&app.base)?;
+        let id = app.next_helper;
+        app.next_helper += 1;
+        let handlers = listen_to_worker(
+            &worker,
+            shared,
+            move |shared, data| on_helper_message(shared, id, data),
+            move |shared, message| helper_failed(shared, id, message),
+        );
+        app.helpers.push(Helper {
+            id,
+            worker,
+            handlers,
+            url: Some(url),
+            ready: false,
+            in_flight: None,
+        });
     }
     Ok(())
+}
+
+/// Stops every helper; the photos they held go back to the front of the queue.
+fn stop_helpers(app: &mut App) {
+    for index in (0..app.helpers.len()).rev() {
+        remove_helper(app, index);
+    }
+    show_workers(app);
+}
+
+/// Stops one helper, its photo back in the queue.
+fn remove_helper(app: &mut App, index: usize) {
+    let helper = app.helpers.remove(index);
+    helper.worker.set_onmessage(None);
+    helper.worker.set_onerror(None);
+    helper.worker.terminate();
+    if let Some(url) = &helper.url {
+        let _ = Url::revoke_object_url(url);
+    }
+    if let Some(pending) = helper.in_flight {
+        requeue(app, pending);
+    }
+    // The handlers may be the ones running now: dropped once they have returned.
+    let handlers = helper.handlers;
+    wasm_bindgen_futures::spawn_local(async move { drop(handlers) });
+}
+
+/// Puts a photo back in the queue, in the order photos were given.
+fn requeue(app: &mut App, pending: Pending) {
+    let at = app.queue.partition_point(|p| p.job < pending.job);
+    app.queue.insert(at, pending);
+}
+
+/// `data-workers`: the workers ready to tag, also named in the status while idle.
+fn show_workers(app: &App) {
+    let ready = usize::from(app.ready) + app.helpers.iter().filter(|h| h.ready).count();
+    app.dom.set_state("workers", &ready.to_string());
+    if ready > 1 && app.busy_since.is_none() {
+        let category = app.category.as_deref().unwrap_or_default();
+        app.dom
+            .status
+            .set_text_content(Some(&format!("Ready: {category} on {}.", engine_name(app))));
+    }
+}
+
+/// What runs the network, for the status line: the backend, and the number of
+/// workers when more than one is ready.
+fn engine_name(app: &App) -> String {
+    let adapter = app
+        .dom
+        .body
+        .get_attribute("data-adapter")
+        .unwrap_or_default();
+    let ready = usize::from(app.ready) + app.helpers.iter().filter(|h| h.ready).count();
+    if ready > 1 {
+        format!("{adapter}, {ready} workers")
+    } else {
+        adapter
+    }
+}
+
+/// A message from helper `id`.
+fn on_helper_message(shared: &Shared, id: u32, data: &JsValue) -> Result<(), WebError> {
+    let (message, bytes) = unpack::<FromWorker>(data)?;
+    let mut app = shared.borrow_mut();
+    let Some(index) = app.helpers.iter().position(|h| h.id == id) else {
+        return Ok(());
+    };
+    match message {
+        FromWorker::Started => {
+            if let Some(url) = app.helpers[index].url.take() {
+                Url::revoke_object_url(&url)?;
+            }
+            let message = ToWorker::Load {
+                models_url: app.models_url.clone(),
+                category: app.category.clone(),
+                backend: BackendChoice::Cpu,
+            };
+            let (packed, transfer) = pack(&message, None)?;
+            app.helpers[index]
+                .worker
+                .post_message_with_transfer(&packed, &transfer)?;
+        }
+        FromWorker::Manifest { .. } | FromWorker::Progress { .. } => {}
+        FromWorker::Ready { backend, .. } => {
+            if backend == BackendKind::Cpu {
+                app.helpers[index].ready = true;
+            } else {
+                remove_helper(&mut app, index);
+            }
+            show_workers(&app);
+            drop(app);
+            pump(shared)?;
+        }
+        FromWorker::Tagged { job, result } => {
+            let pending = app.helpers[index].in_flight.take();
+            app.helper_tagged += 1;
+            let count = app.helper_tagged.to_string();
+            app.dom.set_state("helper-tagged", &count);
+            drop(app);
+            finish(shared, pending, job, result, bytes)?;
+        }
+        FromWorker::Failed {
+            job: Some(_),
+            message,
+        } => {
+            app.helpers[index].in_flight = None;
+            drop(app);
+            report(shared, &message);
+            publish(shared)?;
+            pump(shared)?;
+        }
+        FromWorker::Failed { job: None, message } => {
+            // The first worker loaded this model; a helper that cannot is left out.
+            web_sys::console::warn_1(&JsValue::from_str(&format!(
+                "a helper worker could not load the model: {message}"
+            )));
+            remove_helper(&mut app, index);
+            show_workers(&app);
+            drop(app);
+            pump(shared)?;
+        }
+        FromWorker::Crashed { message } => {
+            drop(app);
+            helper_failed(shared, id, &message);
+        }
+    }
+    Ok(())
+}
+
+/// Helper `id` stopped: its photo goes to another worker.
+fn helper_failed(shared: &Shared, id: u32, message: &str) {
+    web_sys::console::warn_1(&JsValue::from_str(&format!(
+        "a helper worker stopped: {message}"
+    )));
+    {
+        let mut app = shared.borrow_mut();
+        if let Some(index) = app.helpers.iter().position(|h| h.id == id) {
+            remove_helper(&mut app, index);
+        }
+        show_workers(&app);
+    }
+    if let Err(e) = pump(shared) {
+        report(shared, &e.to_string());
+    }
 }
 
 impl App {
@@ -453,6 +719,7 @@ fn load(shared: &Shared) -> Result<(), WebError> {
         return Ok(());
     }
     app.ready = false;
+    stop_helpers(&mut app);
     app.dom.set_state("state", "loading");
     app.dom.status.set_text_content(Some("Loading the model…"));
     let message = ToWorker::Load {
@@ -504,32 +771,136 @@ fn add_files(shared: &Shared, files: &FileList) {
     });
 }
 
-/// Sends the next photo when the worker is free.
+/// Sends waiting photos to the workers that are free.
 fn pump(shared: &Shared) -> Result<(), WebError> {
     let mut app = shared.borrow_mut();
-    if !app.ready || app.in_flight.is_some() {
+    if !app.ready {
         return Ok(());
     }
-    let Some(pending) = app.queue.pop_front() else {
-        return Ok(());
-    };
-    let waiting = app.queue.len();
-    let status = if waiting > 0 {
-        format!("Tagging {} ({waiting} more waiting)…", pending.name)
-    } else {
-        format!("Tagging {}…", pending.name)
-    };
-    app.dom.status.set_text_content(Some(&status));
-    app.dom.set_state("state", "busy");
-    app.send(
-        &ToWorker::Tag {
+    loop {
+        // The first worker, else the first free helper.
+        let target = if app.in_flight.is_none() {
+            Some(None)
+        } else {
+            app.helpers
+                .iter()
+                .position(|h| h.ready && h.in_flight.is_none())
+                .map(Some)
+        };
+        let Some(target) = target else { break };
+        let Some(pending) = app.queue.pop_front() else {
+            break;
+        };
+        let waiting = app.queue.len();
+        let status = if waiting > 0 {
+            format!("Tagging {} ({waiting} more waiting)…", pending.name)
+        } else {
+            format!("Tagging {}…", pending.name)
+        };
+        app.dom.status.set_text_content(Some(&status));
+        let message = ToWorker::Tag {
             job: pending.job,
             name: pending.name.clone(),
-        },
-        Some(&pending.bytes),
-    )?;
-    app.in_flight = Some(pending);
+        };
+        let sent = match target {
+            None => app.send(&message, Some(&pending.bytes)),
+            Some(index) => pack(&message, Some(&pending.bytes)).and_then(|(packed, transfer)| {
+                Ok(app.helpers[index]
+                    .worker
+                    .post_message_with_transfer(&packed, &transfer)?)
+            }),
+        };
+        if let Err(e) = sent {
+            app.queue.push_front(pending);
+            return Err(e);
+        }
+        match target {
+            None => app.in_flight = Some(pending),
+            Some(index) => app.helpers[index].in_flight = Some(pending),
+        }
+    }
+    show_busy(&mut app);
     Ok(())
+}
+
+/// A photo's result, from whichever worker tagged it: shown in turn (see [`publish`]).
+fn finish(
+    shared: &Shared,
+    pending: Option<Pending>,
+    job: u32,
+    result: TagResult,
+    view: Option<Vec<u8>>,
+) -> Result<(), WebError> {
+    if pending.as_ref().map(|p| p.job) != Some(job) {
+        web_sys::console::warn_1(&JsValue::from_str("a result for another photo"));
+    }
+    shared.borrow_mut().held.insert(
+        job,
+        Done {
+            result,
+            view: view.unwrap_or_default(),
+        },
+    );
+    publish(shared)?;
+    pump(shared)
+}
+
+/// Moves the results that came back into the history, in the order the photos were
+/// given: a result waits while an earlier photo is still in a worker or the queue.
+fn publish(shared: &Shared) -> Result<(), WebError> {
+    let mut app = shared.borrow_mut();
+    let open = app
+        .in_flight
+        .iter()
+        .chain(app.helpers.iter().filter_map(|h| h.in_flight.as_ref()))
+        .chain(app.queue.iter())
+        .map(|p| p.job)
+        .min();
+    let ready = release_in_order(&mut app.held, open);
+    let added = !ready.is_empty();
+    for done in ready {
+        app.done.push(done);
+        let index = app.done.len() - 1;
+        add_history_row(shared.clone(), &app, index)?;
+    }
+    if added {
+        let index = app.done.len() - 1;
+        app.shown = Some(index);
+        show_result(&app, index)?;
+        app.dom.set_state("tagged", &app.done.len().to_string());
+        app.dom.csv.set_disabled(false);
+    }
+    show_busy(&mut app);
+    Ok(())
+}
+
+/// `data-state` busy while photos wait or are in a worker, ready once the last is
+/// done; the time spent busy adds up in `data-busy-ms`.
+fn show_busy(app: &mut App) {
+    let busy = app.in_flight.is_some()
+        || app.helpers.iter().any(|h| h.in_flight.is_some())
+        || !app.queue.is_empty()
+        || !app.held.is_empty();
+    let now = js_sys::Date::now();
+    if busy {
+        app.busy_since.get_or_insert(now);
+        app.dom.set_state("state", "busy");
+        return;
+    }
+    let Some(since) = app.busy_since.take() else {
+        return;
+    };
+    app.busy_ms += now - since;
+    let total = format!("{:.0}", app.busy_ms);
+    app.dom.set_state("busy-ms", &total);
+    if !app.ready {
+        return;
+    }
+    app.dom.set_state("state", "ready");
+    let engine = engine_name(app);
+    app.dom
+        .status
+        .set_text_content(Some(&format!("Ready ({engine}). Drop more photos.")));
 }
 
 fn on_worker_message(shared: &Shared, data: &JsValue) -> Result<(), WebError> {
@@ -562,6 +933,8 @@ fn on_worker_message(shared: &Shared, data: &JsValue) -> Result<(), WebError> {
             }
             app.dom.set_state("input-size", &input_size.to_string());
             app.dom.set_state("precision", &precision);
+            drop(app);
+            shared.borrow_mut().precision = precision;
         }
         FromWorker::Progress {
             category,
@@ -635,52 +1008,29 @@ fn on_worker_message(shared: &Shared, data: &JsValue) -> Result<(), WebError> {
                 if let Some(notice) = notice {
                     app.message("notice", &notice)?;
                 }
+                show_workers(&app);
+            }
+            if backend == BackendKind::Cpu {
+                start_helpers(shared, weights_bytes)?;
             }
             pump(shared)?;
         }
         FromWorker::Tagged { job, result } => {
-            {
-                let mut app = shared.borrow_mut();
-                let pending = app.in_flight.take();
-                if pending.as_ref().map(|p| p.job) != Some(job) {
-                    web_sys::console::warn_1(&JsValue::from_str("a result for another photo"));
-                }
-                app.done.push(Done {
-                    result,
-                    view: bytes.unwrap_or_default(),
-                });
-                let index = app.done.len() - 1;
-                app.shown = Some(index);
-                show_result(&app, index)?;
-                add_history_row(shared.clone(), &app, index)?;
-                app.dom.set_state("tagged", &app.done.len().to_string());
-                app.dom.set_state("state", "ready");
-                app.dom.csv.set_disabled(false);
-                let backend = app
-                    .dom
-                    .body
-                    .get_attribute("data-adapter")
-                    .unwrap_or_default();
-                app.dom
-                    .status
-                    .set_text_content(Some(&format!("Ready ({backend}). Drop more photos.")));
-            }
-            pump(shared)?;
+            let pending = shared.borrow_mut().in_flight.take();
+            finish(shared, pending, job, result, bytes)?;
         }
         FromWorker::Failed { job, message } => {
             match job {
                 Some(_) => {
-                    {
-                        let mut app = shared.borrow_mut();
-                        app.in_flight = None;
-                        app.dom.set_state("state", "ready");
-                    }
+                    shared.borrow_mut().in_flight = None;
                     report(shared, &message);
+                    publish(shared)?;
                 }
                 None => {
                     {
                         let mut app = shared.borrow_mut();
                         app.ready = false;
+                        stop_helpers(&mut app);
                         app.dom.set_state("state", "error");
                         app.dom
                             .status
@@ -711,6 +1061,7 @@ fn worker_crashed(shared: &Shared, message: &str) {
         } else {
             app.in_flight = None;
             app.ready = false;
+            stop_helpers(&mut app);
             app.dom.set_state("state", "error");
         }
         retry
