@@ -5,9 +5,9 @@
 //! On the CPU the page runs more than one worker: a worker is one thread, and a batch
 //! of photos spread over the cores is tagged that many times faster. The first worker
 //! (the one that reads the manifest and reports downloads) is joined by helpers once it
-//! is ready on the CPU, as many as `navigator.hardwareConcurrency` (at most
-//! [`MAX_WORKERS`] in all, fewer for large models, see [`WORKER_MEMORY_BUDGET`]) or as
-//! `?workers=N` asks. Helpers load the weights from the browser's cache. On WebGPU one
+//! is ready on the CPU: one worker per core (`navigator.hardwareConcurrency`, at most
+//! [`DEFAULT_WORKERS`]), or as many as `?workers=N` asks (at most [`MAX_WORKERS`]), in
+//! either case fewer for large models (see [`WORKER_MEMORY_BUDGET`]). Helpers load the weights from the browser's cache. On WebGPU one
 //! worker drives the one GPU.
 //!
 //! The page's state is mirrored in `data-*` attributes of `<body>` (`data-state`,
