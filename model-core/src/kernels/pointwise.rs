@@ -206,14 +206,24 @@ impl<'a> WeightView<'a> {
 /// at `o * inputs + i`, in tiles of 32 x 32 so that both sides of the copy stay in
 /// cache, spread over the threads.
 pub fn out_major_copy(weight: WeightView<'_>, inputs: usize, outputs: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; inputs * outputs];
+    out_major_copy_into(weight, inputs, outputs, &mut out);
+    out
+}
+
+/// [`out_major_copy`] into `out` (`inputs * outputs` values), which it overwrites.
+pub fn out_major_copy_into(weight: WeightView<'_>, inputs: usize, outputs: usize, out: &mut [f32]) {
     use rayon::prelude::*;
     const TILE: usize = 32;
-    let mut out = vec![0.0f32; inputs * outputs];
-    out.par_chunks_mut(TILE * inputs.max(1))
+    assert_eq!(out.len(), inputs * outputs, "output-major copy size");
+    if out.is_empty() {
+        return;
+    }
+    out.par_chunks_mut(TILE * inputs)
         .enumerate()
         .for_each(|(block, rows)| {
             let first = block * TILE;
-            let count = rows.len() / inputs.max(1);
+            let count = rows.len() / inputs;
             for start in (0..inputs).step_by(TILE) {
                 let end = (start + TILE).min(inputs);
                 for o in 0..count {
@@ -227,7 +237,6 @@ pub fn out_major_copy(weight: WeightView<'_>, inputs: usize, outputs: usize) -> 
                 }
             }
         });
-    out
 }
 
 /// What a pointwise layer's forward pass makes of the product `W^T x[n]`.
@@ -569,8 +578,8 @@ pub(crate) use flex::{out_major, try_fast, try_fast_gelu, try_fast_with};
 
 mod flex {
     use super::{
-        out_major_copy, pointwise_backward, pointwise_forward_then, Epilogue, PointwiseShape,
-        WeightView,
+        out_major_copy, out_major_copy_into, pointwise_backward, pointwise_forward_then, Epilogue,
+        PointwiseShape, WeightView,
     };
     use crate::kernels::flex_types::{flex_tensor, same, Ad, AdTensor};
     use crate::kernels::gelu::scale_by_slope_in_place;
@@ -730,28 +739,52 @@ mod flex {
         // every call (see `out_major`): a weight stored input-major (the optimizer's
         // update and the running average write them so) is copied once here instead,
         // for all the samples.
-        let copy;
-        let view = match weight.view() {
-            view if view.along_in == 1 || shape.inputs * shape.outputs == 0 => view,
+        let run = |view: WeightView<'_>| {
+            pointwise_forward_then(
+                x.storage::<f32>(),
+                view,
+                bias.storage::<f32>(),
+                shape,
+                epilogue,
+            )
+        };
+        let (y, slope) = match weight.view() {
+            view if view.along_in == 1 || shape.inputs * shape.outputs == 0 => run(view),
             view => {
-                copy = out_major_copy(view, shape.inputs, shape.outputs);
-                WeightView {
-                    data: &copy,
-                    along_in: 1,
-                    along_out: shape.inputs,
-                }
+                let size = shape.inputs * shape.outputs;
+                let copied = |data: &[f32]| -> (Vec<f32>, Vec<f32>) {
+                    run(WeightView {
+                        data,
+                        along_in: 1,
+                        along_out: shape.inputs,
+                    })
+                };
+                // Into this thread's buffer, kept from one call to the next: a fresh
+                // buffer per call, zeroed and faulted in page by page, made the copy
+                // 1.5-1.9x slower (BENCHMARKS.md). A thread already using its buffer
+                // (work stolen while a product runs) copies into a new one.
+                WEIGHT_COPY.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut buffer) => {
+                        if buffer.len() < size {
+                            buffer.resize(size, 0.0);
+                        }
+                        let buffer = &mut buffer[..size];
+                        out_major_copy_into(view, shape.inputs, shape.outputs, buffer);
+                        copied(buffer)
+                    }
+                    Err(_) => copied(&out_major_copy(view, shape.inputs, shape.outputs)),
+                })
             }
         };
-        let (y, slope) = pointwise_forward_then(
-            x.storage::<f32>(),
-            view,
-            bias.storage::<f32>(),
-            shape,
-            epilogue,
-        );
         let dims = vec![shape.batch, shape.outputs, shape.positions];
         let slope = (epilogue == Epilogue::GeluWithSlope).then(|| flex_tensor(slope, dims.clone()));
         (flex_tensor(y, dims), slope)
+    }
+
+    thread_local! {
+        /// Each thread's output-major copy of the weight its last training forward pass
+        /// multiplied by (see `forward_flex_parts`); as large as the largest layer's.
+        static WEIGHT_COPY: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
     /// An `[in, out]` weight tensor kept as it lies when it is a strided view with
