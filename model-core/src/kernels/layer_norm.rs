@@ -132,7 +132,10 @@ pub fn channel_norm_backward(
             &mut sum_g,
             &mut sum_gx,
         );
-        backward_dx(x, dy, gamma, mean, rstd, inv_c, &sum_g, &sum_gx, dx);
+        // Their means over channels.
+        sum_g.iter_mut().for_each(|v| *v *= inv_c);
+        sum_gx.iter_mut().for_each(|v| *v *= inv_c);
+        backward_dx(x, dy, gamma, mean, rstd, &sum_g, &sum_gx, dx);
         (dgamma, dbeta)
     });
     let mut dgamma = vec![0.0f32; channels];
@@ -282,7 +285,8 @@ fn backward_sums_loop(
 }
 
 widest_simd! {
-    /// One sample's input gradient from the per-position sums of [`backward_sums`].
+    /// One sample's input gradient from the per-position means over channels of g and
+    /// of g * xhat (the sums of [`backward_sums`] divided by the channel count).
     #[allow(clippy::too_many_arguments)]
     fn backward_dx(
         x: &[f32],
@@ -290,9 +294,8 @@ widest_simd! {
         gamma: &[f32],
         mean: &[f32],
         rstd: &[f32],
-        inv_c: f32,
-        sum_g: &[f32],
-        sum_gx: &[f32],
+        mean_g: &[f32],
+        mean_gx: &[f32],
         dx: &mut [f32],
     ) = backward_dx_loop;
 }
@@ -305,9 +308,8 @@ fn backward_dx_loop(
     gamma: &[f32],
     mean: &[f32],
     rstd: &[f32],
-    inv_c: f32,
-    sum_g: &[f32],
-    sum_gx: &[f32],
+    mean_g: &[f32],
+    mean_gx: &[f32],
     dx: &mut [f32],
 ) {
     let positions = mean.len();
@@ -319,9 +321,7 @@ fn backward_dx_loop(
     {
         for p in 0..positions {
             let xhat = (row[p] - mean[p]) * rstd[p];
-            let mg = sum_g[p] * inv_c;
-            let mgx = sum_gx[p] * inv_c;
-            out[p] = rstd[p] * (drow[p] * gc - mg - xhat * mgx);
+            out[p] = rstd[p] * (drow[p] * gc - mean_g[p] - xhat * mean_gx[p]);
         }
     }
 }

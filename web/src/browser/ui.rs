@@ -560,9 +560,14 @@ fn requeue(app: &mut App, pending: Pending) {
     app.queue.insert(at, pending);
 }
 
+/// The workers ready to tag: the first (once its model is loaded) and the helpers.
+fn ready_workers(app: &App) -> usize {
+    usize::from(app.ready) + app.helpers.iter().filter(|h| h.ready).count()
+}
+
 /// `data-workers`: the workers ready to tag, also named in the status while idle.
 fn show_workers(app: &App) {
-    let ready = usize::from(app.ready) + app.helpers.iter().filter(|h| h.ready).count();
+    let ready = ready_workers(app);
     app.dom.set_state("workers", &ready.to_string());
     if ready > 1 && app.busy_since.is_none() {
         let category = app.category.as_deref().unwrap_or_default();
@@ -580,7 +585,7 @@ fn engine_name(app: &App) -> String {
         .body
         .get_attribute("data-adapter")
         .unwrap_or_default();
-    let ready = usize::from(app.ready) + app.helpers.iter().filter(|h| h.ready).count();
+    let ready = ready_workers(app);
     if ready > 1 {
         format!("{adapter}, {ready} workers")
     } else {
