@@ -473,6 +473,168 @@ fn fused_pointwise_matches_composed_values_and_gradients() {
     }
 }
 
+/// A random `Linear` (weight and a bias far from zero), its parameters set explicitly so
+/// that clones share their values.
+fn random_linear(inputs: usize, outputs: usize) -> burn::nn::Linear<Flex> {
+    let device = Default::default();
+    let mut layer: burn::nn::Linear<Flex> =
+        burn::nn::LinearConfig::new(inputs, outputs).init(&device);
+    layer.weight = Param::from_tensor(Tensor::random(
+        [inputs, outputs],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    ));
+    layer.bias = Some(Param::from_tensor(Tensor::random(
+        [outputs],
+        Distribution::Normal(0.5, 1.0),
+        &device,
+    )));
+    layer
+}
+
+/// `pointwise_mlp_forward` (a block's MLP in tiles of positions) against the two layers
+/// composed from stock Burn operations with Burn's GELU between them, on odd sizes and
+/// tile widths from one position to more than the map holds (a last tile shorter than
+/// the others, runs of one sample's positions cut between threads).
+#[test]
+fn tiled_mlp_matches_composed_layers() {
+    use model_core::convnext::norm::{pointwise_composed, pointwise_layer};
+    use model_core::kernels::pointwise::{pointwise_mlp_forward, MlpShape, WeightView};
+    let device = Default::default();
+    // [batch, channels, hidden, positions]
+    for [n, c, h, p] in [[1, 3, 7, 41], [2, 5, 20, 70], [3, 16, 9, 33], [1, 1, 1, 1]] {
+        let (expand, contract) = (random_linear(c, h), random_linear(h, c));
+        let x = Tensor::<Flex, 3>::random([n, c, p], Distribution::Normal(0.0, 1.0), &device);
+        let reference = pointwise_composed(
+            &contract,
+            burn::tensor::activation::gelu(pointwise_composed(&expand, x.clone())),
+        );
+        // The kernel reads the weights output-major, as the blocks store theirs.
+        let (expand, contract) = (pointwise_layer(expand), pointwise_layer(contract));
+        let data = |t: Tensor<Flex, 2>| t.transpose().into_data().to_vec::<f32>().unwrap();
+        let bias = |l: &burn::nn::Linear<Flex>| {
+            l.bias
+                .as_ref()
+                .unwrap()
+                .val()
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        let (w1, w2) = (data(expand.weight.val()), data(contract.weight.val()));
+        let (b1, b2) = (bias(&expand), bias(&contract));
+        let xs = x.into_data().to_vec::<f32>().unwrap();
+        let shape = MlpShape {
+            batch: n,
+            channels: c,
+            hidden: h,
+            positions: p,
+        };
+        for tile in [1, 4, 16, 64, 1000] {
+            let y = pointwise_mlp_forward(
+                &xs,
+                WeightView {
+                    data: &w1,
+                    along_in: 1,
+                    along_out: c,
+                },
+                &b1,
+                WeightView {
+                    data: &w2,
+                    along_in: 1,
+                    along_out: h,
+                },
+                &b2,
+                shape,
+                tile,
+            );
+            let y =
+                Tensor::<Flex, 3>::from_data(burn::tensor::TensorData::new(y, [n, c, p]), &device);
+            let case = format!("batch {n}, {c} -> {h} -> {c}, {p} positions, tile {tile}");
+            assert_close(&case, "outputs", y, reference.clone());
+        }
+    }
+}
+
+/// `pointwise_mlp` at inference on Flex, where the map is wide enough for the tiled
+/// kernel (more positions per thread than hidden channels, more than one 64-position
+/// tile) and where it is not, against the composed layers; and on `Autodiff<Flex>`,
+/// which keeps the two layers apart, values and gradients.
+#[test]
+fn block_mlp_matches_composed_layers_on_both_backends() {
+    use model_core::convnext::norm::{pointwise_composed, pointwise_layer, pointwise_mlp};
+    let device = Default::default();
+    // [batch, channels, hidden, positions]
+    for [n, c, h, p] in [
+        [1, 3, 7, 1100],
+        [2, 6, 300, 901],
+        [3, 5, 20, 70],
+        [1, 24, 96, 49],
+    ] {
+        let case = format!("batch {n}, {c} -> {h} -> {c}, {p} positions");
+        let (expand, contract) = (random_linear(c, h), random_linear(h, c));
+        let x = Tensor::<Flex, 3>::random([n, c, p], Distribution::Normal(0.0, 1.0), &device);
+        let composed = |x: Tensor<Flex, 3>| {
+            pointwise_composed(
+                &contract,
+                burn::tensor::activation::gelu(pointwise_composed(&expand, x)),
+            )
+        };
+        let reference = composed(x.clone());
+        let (stored1, stored2) = (
+            pointwise_layer(expand.clone()),
+            pointwise_layer(contract.clone()),
+        );
+        assert_close(
+            &case,
+            "Flex outputs",
+            pointwise_mlp(&stored1, &stored2, x.clone()),
+            reference.clone(),
+        );
+        // Weights left input-major (as an optimizer step writes them) take the layers
+        // apart, with the same values.
+        assert_close(
+            &case,
+            "Flex outputs, input-major weights",
+            pointwise_mlp(&expand, &contract, x.clone()),
+            reference.clone(),
+        );
+        let to_ad = |l: &burn::nn::Linear<Flex>| -> burn::nn::Linear<B> {
+            let mut ad: burn::nn::Linear<B> =
+                burn::nn::LinearConfig::new(l.weight.dims()[0], l.weight.dims()[1]).init(&device);
+            ad.weight = Param::from_tensor(Tensor::from_inner(l.weight.val()));
+            ad.bias = Some(Param::from_tensor(Tensor::from_inner(
+                l.bias.as_ref().unwrap().val(),
+            )));
+            pointwise_layer(ad)
+        };
+        let (ad1, ad2) = (to_ad(&expand), to_ad(&contract));
+        let xa = Tensor::<B, 3>::from_inner(x.clone()).require_grad();
+        let y = pointwise_mlp(&ad1, &ad2, xa.clone());
+        let grads = y.clone().sum().backward();
+        assert_close(
+            &case,
+            "Autodiff<Flex> outputs",
+            y.inner(),
+            reference.clone(),
+        );
+        let dx = xa.grad(&grads).expect("x has a gradient");
+        let xr = Tensor::<B, 3>::from_inner(x).require_grad();
+        let (r1, r2) = (to_ad(&expand), to_ad(&contract));
+        let yr = pointwise_composed(
+            &r2,
+            burn::tensor::activation::gelu(pointwise_composed(&r1, xr.clone())),
+        );
+        let grads_r = yr.sum().backward();
+        assert_close(
+            &case,
+            "Autodiff<Flex> input gradients",
+            dx,
+            xr.grad(&grads_r).expect("x has a gradient"),
+        );
+    }
+}
+
 #[test]
 fn patch_conv_matches_stock_conv_values_and_gradients() {
     use model_core::convnext::norm::{patch_conv, patch_conv_composed};

@@ -2,7 +2,7 @@
 //! layer scale, and a residual connection with stochastic depth.
 
 use super::config::ConvNextConfig;
-use super::norm::{channels_first, pointwise, pointwise_gelu, pointwise_layer};
+use super::norm::{channels_first, pointwise_layer, pointwise_mlp};
 use crate::kernels::residual::scaled_residual;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -71,8 +71,7 @@ impl<B: Backend> Block<B> {
             channels,
             height * width,
         ]);
-        let branch = pointwise_gelu(&self.pwconv1, branch);
-        let branch = pointwise(&self.pwconv2, branch);
+        let branch = pointwise_mlp(&self.pwconv1, &self.pwconv2, branch);
         let Some(scale) = &self.layer_scale_parameter else {
             let branch = branch.reshape([batch, channels, height, width]);
             return x + drop_path(branch, self.drop_path);

@@ -104,6 +104,23 @@ pub fn pointwise_gelu<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor
     crate::kernels::gelu::gelu(pointwise(linear, x))
 }
 
+/// A ConvNeXt block's MLP, `pointwise(contract, gelu(pointwise(expand, x)))`. At
+/// inference on Flex, where the map has at least as many positions as the hidden layer
+/// has channels (the early stages), one kernel runs it in tiles of positions without
+/// making the hidden map whole (`kernels::pointwise::pointwise_mlp_forward`); otherwise
+/// the two layers as [`pointwise_gelu`] and [`pointwise`] run them.
+pub fn pointwise_mlp<B: Backend>(
+    expand: &Linear<B>,
+    contract: &Linear<B>,
+    x: Tensor<B, 3>,
+) -> Tensor<B, 3> {
+    #[cfg(feature = "flex-kernels")]
+    if let Some(out) = crate::kernels::pointwise::try_fast_mlp(expand, contract, x.clone()) {
+        return out;
+    }
+    pointwise(contract, pointwise_gelu(expand, x))
+}
+
 /// A pointwise layer (`Linear`, `[in, out]`) whose weight, on the CPU backends, is
 /// stored output-major in memory, as the pointwise kernel reads it fastest
 /// (`kernels::pointwise::out_major`); its values, its shape and its saved record are

@@ -422,6 +422,146 @@ pub fn pointwise_forward_then(
     (y, slope)
 }
 
+/// Sizes of a ConvNeXt block's MLP (expanding pointwise layer, GELU, contracting
+/// pointwise layer) applied to a `[batch, channels, positions]` map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MlpShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub hidden: usize,
+    pub positions: usize,
+}
+
+/// `W2^T gelu(W1^T x[n] + b1) + b2` for every sample, at inference: the block's MLP in
+/// tiles of `tile` positions, so the `[hidden, positions]` map between its two layers
+/// is never made whole. Each tile's hidden values go into a buffer the thread keeps
+/// (`hidden * tile` values, sized to stay in its core's cache), GELU is applied there,
+/// and the second product reads them back from the cache and accumulates onto the
+/// output tile's bias. Apart, the two layers write the whole hidden map (four times
+/// the block's input) to memory and read it back; at 512 px that map is 32 MiB per
+/// block of the first stage, handed out and faulted in page by page on every call.
+///
+/// `w1` is `[channels, hidden]` and `w2` `[hidden, channels]` seen through
+/// [`WeightView`]s; returns `[batch, channels, positions]`.
+#[allow(clippy::too_many_arguments)]
+pub fn pointwise_mlp_forward(
+    x: &[f32],
+    w1: WeightView<'_>,
+    b1: &[f32],
+    w2: WeightView<'_>,
+    b2: &[f32],
+    shape: MlpShape,
+    tile: usize,
+) -> Vec<f32> {
+    let MlpShape {
+        batch,
+        channels,
+        hidden,
+        positions,
+    } = shape;
+    assert_eq!(x.len(), batch * channels * positions, "input size");
+    assert_eq!(b1.len(), hidden, "expanding bias size");
+    assert_eq!(b2.len(), channels, "contracting bias size");
+    let tile = tile.max(1);
+    let slab = channels * positions;
+    let total = batch * slab;
+    // Jobs are runs of one sample's positions: a whole sample each when there are at
+    // least as many samples as threads, else each sample's positions cut evenly.
+    let threads = rayon::current_num_threads();
+    let cols = if batch >= threads {
+        positions
+    } else {
+        positions.div_ceil(threads.div_ceil(batch))
+    }
+    .max(1);
+    let jobs: Vec<(usize, usize, usize)> = (0..batch)
+        .flat_map(|n| {
+            (0..positions)
+                .step_by(cols)
+                .map(move |c| (n, c, cols.min(positions - c)))
+        })
+        .collect();
+    let mut y: Vec<f32> = Vec::with_capacity(total);
+    let out = SharedOut(y.as_mut_ptr());
+    let run_in = |buffer: &mut [f32], &(n, first, count): &(usize, usize, usize)| {
+        let input = &x[n * slab..(n + 1) * slab];
+        for col in (first..first + count).step_by(tile) {
+            let width = tile.min(first + count - col);
+            let h = &mut buffer[..hidden * width];
+            product(
+                [hidden, width, channels],
+                h,
+                width as isize,
+                w1.transposed_from(0),
+                Operand {
+                    data: input.get(col..).unwrap_or(&[]),
+                    row: positions as isize,
+                    col: 1,
+                },
+                false,
+                gemm::Parallelism::None,
+            );
+            for (row, &b) in h.chunks_exact_mut(width).zip(b1) {
+                super::gelu::gelu_shifted_in_place(row, b);
+            }
+            let start = n * slab + col;
+            // SAFETY: `y` has room for `total` values and outlives the jobs; the jobs'
+            // tiles are disjoint, every element of a tile is written (its bias) before
+            // the product that accumulates onto it reads it, and `y` overlaps neither
+            // the input, the weights nor the hidden buffer.
+            unsafe {
+                for (o, &b) in b2.iter().enumerate() {
+                    let row = out
+                        .at(start + o * positions)
+                        .cast::<std::mem::MaybeUninit<f32>>();
+                    std::slice::from_raw_parts_mut(row, width).fill(std::mem::MaybeUninit::new(b));
+                }
+                product_at(
+                    [channels, width, hidden],
+                    out.at(start),
+                    total - start,
+                    positions as isize,
+                    w2.transposed_from(0),
+                    Operand {
+                        data: h,
+                        row: width as isize,
+                        col: 1,
+                    },
+                    true,
+                    gemm::Parallelism::None,
+                );
+            }
+        }
+    };
+    let run = |job: &(usize, usize, usize)| {
+        let size = hidden * tile.min(job.2);
+        MLP_HIDDEN.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buffer) => {
+                if buffer.len() < size {
+                    buffer.resize(size, 0.0);
+                }
+                run_in(&mut buffer, job)
+            }
+            // A thread already using its buffer (work stolen inside a job) takes a
+            // fresh one.
+            Err(_) => run_in(&mut vec![0.0; size], job),
+        })
+    };
+    if total > 0 {
+        use rayon::prelude::*;
+        jobs.par_iter().for_each(run);
+    }
+    // SAFETY: the jobs' tiles cover all `total` elements, each written above.
+    unsafe { y.set_len(total) };
+    y
+}
+
+thread_local! {
+    /// Each thread's buffer for one tile of an MLP's hidden values
+    /// ([`pointwise_mlp_forward`]).
+    static MLP_HIDDEN: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// One block of a pointwise layer's output: sample `sample`, output rows `row..row +
 /// rows`, positions `col..col + cols`.
 struct OutBlock {
@@ -574,12 +714,12 @@ fn add_row_sums_loop(sums: &mut [f32], rows: &[f32]) {
     }
 }
 
-pub(crate) use flex::{out_major, try_fast, try_fast_gelu, try_fast_with};
+pub(crate) use flex::{out_major, try_fast, try_fast_gelu, try_fast_mlp, try_fast_with};
 
 mod flex {
     use super::{
-        out_major_copy, out_major_copy_into, pointwise_backward, pointwise_forward_then, Epilogue,
-        PointwiseShape, WeightView,
+        out_major_copy, out_major_copy_into, pointwise_backward, pointwise_forward_then,
+        pointwise_mlp_forward, Epilogue, MlpShape, PointwiseShape, WeightView,
     };
     use crate::kernels::flex_types::{flex_tensor, same, Ad, AdTensor};
     use crate::kernels::gelu::scale_by_slope_in_place;
@@ -658,6 +798,76 @@ mod flex {
     ) -> Option<Tensor<B, 3>> {
         let bias = linear.bias.as_ref()?.val();
         try_fast_then(linear.weight.val(), bias, x, Epilogue::Gelu)
+    }
+
+    /// A block's MLP in one tiled kernel ([`pointwise_mlp_forward`]) on Flex, where it
+    /// pays: both weights stored output-major (as the blocks store theirs; a weight an
+    /// optimizer step wrote input-major would be repacked on every tile), both layers
+    /// with a bias, f32, and at least as many positions per job as hidden channels.
+    /// `None` otherwise, and on every other backend, `Autodiff<Flex>` included.
+    pub(crate) fn try_fast_mlp<B: Backend>(
+        expand: &Linear<B>,
+        contract: &Linear<B>,
+        x: Tensor<B, 3>,
+    ) -> Option<Tensor<B, 3>> {
+        if TypeId::of::<B>() != TypeId::of::<Flex>() || x.dtype() != DType::F32 {
+            return None;
+        }
+        let [batch, channels, positions] = x.dims();
+        let [expand_in, hidden] = expand.weight.dims();
+        if expand_in != channels || contract.weight.dims() != [hidden, channels] {
+            return None;
+        }
+        // Below this the hidden map is small enough to stay in the caches anyway, and
+        // cutting it into tiles measured level or slower (BENCHMARKS.md).
+        let threads = rayon::current_num_threads();
+        let per_job = if batch >= threads {
+            positions
+        } else {
+            positions / threads.div_ceil(batch)
+        };
+        if per_job < hidden {
+            return None;
+        }
+        let flex = |t: Tensor<B, 2>| -> Option<FlexTensor> {
+            same::<_, FlexTensor>(t.into_primitive().tensor())
+        };
+        let flex1 = |t: Tensor<B, 1>| -> Option<FlexTensor> {
+            same::<_, FlexTensor>(t.into_primitive().tensor())
+        };
+        let w1 = StridedWeight::of(&flex(expand.weight.val())?, hidden);
+        let w2 = StridedWeight::of(&flex(contract.weight.val())?, channels);
+        let (v1, v2) = (w1.view(), w2.view());
+        if v1.along_in != 1 || v2.along_in != 1 {
+            return None;
+        }
+        let b1 = flex1(expand.bias.as_ref()?.val())?.to_contiguous();
+        let b2 = flex1(contract.bias.as_ref()?.val())?.to_contiguous();
+        let x = same::<_, FlexTensor>(x.into_primitive().tensor())?.to_contiguous();
+        let shape = MlpShape {
+            batch,
+            channels,
+            hidden,
+            positions,
+        };
+        let y = pointwise_mlp_forward(
+            x.storage::<f32>(),
+            v1,
+            b1.storage::<f32>(),
+            v2,
+            b2.storage::<f32>(),
+            shape,
+            mlp_tile(hidden),
+        );
+        let out = flex_tensor(y, vec![batch, channels, positions]);
+        Some(Tensor::from_primitive(TensorPrimitive::Float(same(out)?)))
+    }
+
+    /// Positions per tile of an MLP with `hidden` channels: about 512 KiB of hidden
+    /// values, half a core's L2 cache on the machine measured, within 64..=512
+    /// (`--example pointwise_mlp`, BENCHMARKS.md).
+    fn mlp_tile(hidden: usize) -> usize {
+        ((128 << 10) / hidden.max(1)).clamp(64, 512)
     }
 
     /// [`try_fast`] with the weight (`[in, out]`) and bias given as tensors.
