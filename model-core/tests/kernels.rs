@@ -556,10 +556,11 @@ fn tiled_mlp_matches_composed_layers() {
     }
 }
 
-/// `pointwise_mlp` at inference on Flex, where the map is wide enough for the tiled
-/// kernel (more positions per thread than hidden channels, more than one 64-position
-/// tile) and where it is not, against the composed layers; and on `Autodiff<Flex>`,
-/// which keeps the two layers apart, values and gradients.
+/// `pointwise_mlp` at inference on Flex, where it takes the tiled kernel (one sample
+/// on more than one thread, more positions per thread than hidden channels, more than
+/// one tile per thread) and where it does not (several samples, few positions),
+/// against the composed layers; and on `Autodiff<Flex>`, which keeps the two layers
+/// apart, values and gradients.
 #[test]
 fn block_mlp_matches_composed_layers_on_both_backends() {
     use model_core::convnext::norm::{pointwise_composed, pointwise_layer, pointwise_mlp};
@@ -567,7 +568,7 @@ fn block_mlp_matches_composed_layers_on_both_backends() {
     // [batch, channels, hidden, positions]
     for [n, c, h, p] in [
         [1, 3, 7, 1100],
-        [2, 6, 300, 901],
+        [1, 6, 300, 901],
         [3, 5, 20, 70],
         [1, 24, 96, 49],
     ] {

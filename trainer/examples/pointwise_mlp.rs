@@ -1,8 +1,8 @@
 //! Times a ConvNeXt block's MLP at inference (expanding pointwise layer, GELU,
 //! contracting pointwise layer) as two kernels (`pointwise_gelu_forward`, then
-//! `pointwise_forward` on its output, as the blocks ran it before) and as one tiled
-//! kernel (`pointwise_mlp_forward`) at several tile widths, on all threads, weights
-//! stored output-major as the blocks store theirs:
+//! `pointwise_forward` on its output, as the blocks run it wherever the tiled kernel
+//! is not used) and as one tiled kernel (`pointwise_mlp_forward`) at several tile
+//! widths, on all threads, weights stored output-major as the blocks store theirs:
 //! `cargo run --release -p trainer --example pointwise_mlp [SECONDS] [TILES]`.
 //!
 //! TILES is a comma-separated list of tile widths in positions (default 64,128,256).

@@ -105,10 +105,11 @@ pub fn pointwise_gelu<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor
 }
 
 /// A ConvNeXt block's MLP, `pointwise(contract, gelu(pointwise(expand, x)))`. At
-/// inference on Flex, where the map has at least as many positions as the hidden layer
-/// has channels (the early stages), one kernel runs it in tiles of positions without
-/// making the hidden map whole (`kernels::pointwise::pointwise_mlp_forward`); otherwise
-/// the two layers as [`pointwise_gelu`] and [`pointwise`] run them.
+/// inference on Flex with fewer samples than threads, where each thread's share of a
+/// sample's positions is at least the hidden layer's width (the early stages), one
+/// kernel runs it in tiles of positions without making the hidden map whole
+/// (`kernels::pointwise::pointwise_mlp_forward`); otherwise the two layers as
+/// [`pointwise_gelu`] and [`pointwise`] run them.
 pub fn pointwise_mlp<B: Backend>(
     expand: &Linear<B>,
     contract: &Linear<B>,

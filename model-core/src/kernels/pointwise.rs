@@ -801,10 +801,11 @@ mod flex {
     }
 
     /// A block's MLP in one tiled kernel ([`pointwise_mlp_forward`]) on Flex, where it
-    /// pays: both weights stored output-major (as the blocks store theirs; a weight an
-    /// optimizer step wrote input-major would be repacked on every tile), both layers
-    /// with a bias, f32, and at least as many positions per job as hidden channels.
-    /// `None` otherwise, and on every other backend, `Autodiff<Flex>` included.
+    /// pays: fewer samples than threads with at least as many positions per job as
+    /// hidden channels, both weights stored output-major (as the blocks store theirs; a
+    /// weight an optimizer step wrote input-major would be repacked on every tile),
+    /// both layers with a bias, f32. `None` otherwise, and on every other backend,
+    /// `Autodiff<Flex>` included.
     pub(crate) fn try_fast_mlp<B: Backend>(
         expand: &Linear<B>,
         contract: &Linear<B>,
@@ -818,15 +819,13 @@ mod flex {
         if expand_in != channels || contract.weight.dims() != [hidden, channels] {
             return None;
         }
-        // Below this the hidden map is small enough to stay in the caches anyway, and
-        // cutting it into tiles measured level or slower (BENCHMARKS.md).
+        // Only with fewer samples than threads, each sample's positions cut between
+        // them: a batch cut into parts of several samples each measured 0.95x tiled
+        // (tiny at 224 px, batch 8), and where a job has fewer positions than hidden
+        // channels the map stays in the caches anyway and tiles measured level
+        // (BENCHMARKS.md).
         let threads = rayon::current_num_threads();
-        let per_job = if batch >= threads {
-            positions
-        } else {
-            positions / threads.div_ceil(batch)
-        };
-        if per_job < hidden {
+        if batch >= threads || positions / threads.div_ceil(batch) < hidden {
             return None;
         }
         let flex = |t: Tensor<B, 2>| -> Option<FlexTensor> {
