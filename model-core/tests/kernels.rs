@@ -367,7 +367,7 @@ fn polynomial_exp_matches_std_exp() {
 /// and a single input channel.
 #[test]
 fn fused_pointwise_matches_composed_values_and_gradients() {
-    use burn::nn::{Linear, LinearConfig};
+    use burn::nn::Linear;
     use model_core::convnext::norm::{
         pointwise, pointwise_composed, pointwise_gelu, pointwise_layer,
     };
@@ -388,19 +388,7 @@ fn fused_pointwise_matches_composed_values_and_gradients() {
         [33, 1, 4, 1],
     ] {
         let case = format!("batch {n}, {ci} -> {co}, {p} positions");
-        let mut layer: Linear<B> = LinearConfig::new(ci, co).init(&device);
-        // Set explicitly: a lazily initialised parameter would draw new values in
-        // each clone below.
-        layer.weight = Param::from_tensor(Tensor::random(
-            [ci, co],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        ));
-        layer.bias = Some(Param::from_tensor(Tensor::random(
-            [co],
-            Distribution::Normal(0.5, 1.0),
-            &device,
-        )));
+        let layer: Linear<B> = random_linear(ci, co);
         let x = Tensor::<Flex, 3>::random([n, ci, p], Distribution::Normal(0.0, 1.0), &device);
         let upstream =
             Tensor::<Flex, 3>::random([n, co, p], Distribution::Normal(0.0, 1.0), &device);
@@ -473,11 +461,14 @@ fn fused_pointwise_matches_composed_values_and_gradients() {
     }
 }
 
-/// A random `Linear` (weight and a bias far from zero), its parameters set explicitly so
-/// that clones share their values.
-fn random_linear(inputs: usize, outputs: usize) -> burn::nn::Linear<Flex> {
+/// A random `Linear` (weight and a bias far from zero). Its parameters are set
+/// explicitly: a lazily initialised parameter would draw new values in each clone.
+fn random_linear<Bk: burn::tensor::backend::Backend>(
+    inputs: usize,
+    outputs: usize,
+) -> burn::nn::Linear<Bk> {
     let device = Default::default();
-    let mut layer: burn::nn::Linear<Flex> =
+    let mut layer: burn::nn::Linear<Bk> =
         burn::nn::LinearConfig::new(inputs, outputs).init(&device);
     layer.weight = Param::from_tensor(Tensor::random(
         [inputs, outputs],
@@ -503,7 +494,7 @@ fn tiled_mlp_matches_composed_layers() {
     let device = Default::default();
     // [batch, channels, hidden, positions]
     for [n, c, h, p] in [[1, 3, 7, 41], [2, 5, 20, 70], [3, 16, 9, 33], [1, 1, 1, 1]] {
-        let (expand, contract) = (random_linear(c, h), random_linear(h, c));
+        let (expand, contract) = (random_linear::<Flex>(c, h), random_linear::<Flex>(h, c));
         let x = Tensor::<Flex, 3>::random([n, c, p], Distribution::Normal(0.0, 1.0), &device);
         let reference = pointwise_composed(
             &contract,
@@ -573,7 +564,7 @@ fn block_mlp_matches_composed_layers_on_both_backends() {
         [1, 24, 96, 49],
     ] {
         let case = format!("batch {n}, {c} -> {h} -> {c}, {p} positions");
-        let (expand, contract) = (random_linear(c, h), random_linear(h, c));
+        let (expand, contract) = (random_linear::<Flex>(c, h), random_linear::<Flex>(h, c));
         let x = Tensor::<Flex, 3>::random([n, c, p], Distribution::Normal(0.0, 1.0), &device);
         let composed = |x: Tensor<Flex, 3>| {
             pointwise_composed(
