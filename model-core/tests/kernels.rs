@@ -905,3 +905,14 @@ fn fused_position_gate_matches_composed_values_and_gradients() {
         );
     }
 }
+
+/// Every test above again in a child process for each instruction set narrower than
+/// this CPU's widest (`GARMENT_TAGGER_SIMD`), so that one machine checks each compiled
+/// copy of the kernels' loops (the library's own tests check that the cap takes effect).
+#[test]
+fn kernel_tests_pass_at_every_narrower_simd_level() {
+    model_core::kernels::rerun_tests_at_narrower_levels(
+        &[],
+        "kernel_tests_pass_at_every_narrower_simd_level",
+    );
+}

@@ -198,3 +198,13 @@ fn one_step_on_buffers_matches_the_written_formula() {
         );
     }
 }
+
+/// The tests above again with each instruction set narrower than this CPU's widest
+/// (`GARMENT_TAGGER_SIMD`): the fused step has a copy of its loop for each.
+#[test]
+fn optimizer_tests_pass_at_every_narrower_simd_level() {
+    model_core::kernels::rerun_tests_at_narrower_levels(
+        &[],
+        "optimizer_tests_pass_at_every_narrower_simd_level",
+    );
+}
