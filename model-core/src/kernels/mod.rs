@@ -187,17 +187,16 @@ pub(crate) fn has_avx512() -> bool {
 /// For the tests: runs the test binary that calls it again, once per level narrower
 /// than this CPU's widest, with [`SIMD_VARIABLE`] set to that level, passing `filters`
 /// (test name filters, as `cargo test` takes them) and skipping the calling test
-/// `caller`. Panics with the child's output when one fails or runs no test. Returns
-/// the levels it ran; in such a child (the variable already set) it runs nothing.
+/// `caller`. Panics with the child's output when one fails or runs no test. In such a
+/// child (the variable already set) it runs nothing.
 #[doc(hidden)]
-pub fn rerun_tests_at_narrower_levels(filters: &[&str], caller: &str) -> Vec<SimdLevel> {
+pub fn rerun_tests_at_narrower_levels(filters: &[&str], caller: &str) {
     if std::env::var_os(SIMD_VARIABLE).is_some() {
-        return Vec::new();
+        return;
     }
     let exe = std::env::current_exe().expect("the test binary's path");
     let widest = cpu_simd_level();
-    let levels: Vec<SimdLevel> = SimdLevel::ALL.into_iter().filter(|&l| l < widest).collect();
-    for &level in &levels {
+    for level in SimdLevel::ALL.into_iter().filter(|&l| l < widest) {
         let out = std::process::Command::new(&exe)
             .args(filters)
             .args(["--skip", caller])
@@ -226,7 +225,6 @@ pub fn rerun_tests_at_narrower_levels(filters: &[&str], caller: &str) -> Vec<Sim
         );
         eprintln!("{SIMD_VARIABLE}={}: {passed} tests passed", level.name());
     }
-    levels
 }
 
 #[cfg(test)]
